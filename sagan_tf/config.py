@@ -1,0 +1,102 @@
+"""Configuration objects: the one place where every default lives.
+
+The entry points (`train_imagenet.py`, `eval_imagenet.py`) define their flags
+with these defaults, build one config object from the parsed flags and pass it
+down. Library code receives config objects and never reads flags.
+
+Defaults follow the released code (github.com/brain-research/
+self-attention-gan); where the paper says otherwise, the field's comment says
+so and the flag offers the paper's choice.
+"""
+
+import dataclasses
+
+# Released flag values.
+RELEASED_IMAGE_SIZE = 128
+RELEASED_NUM_CLASSES = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the generator and the discriminator."""
+
+    image_size: int = RELEASED_IMAGE_SIZE
+    z_dim: int = 128
+    gf_dim: int = 64
+    df_dim: int = 64
+    number_classes: int = RELEASED_NUM_CLASSES
+    # "test" has self-attention, "baseline" has none (released names).
+    generator_type: str = "test"
+    discriminator_type: str = "test"
+    # Resolution the attention block runs at; the released `*_64` variants
+    # use 64.
+    attention_resolution: int = 32
+    # Miyato's / TF-GAN's SN stops gradients at u and v; the released code
+    # does not.
+    sn_stop_gradient_uv: bool = False
+    # Released BN statistics are per replica; True synchronizes them.
+    sync_batch_norm: bool = False
+
+    def generator_attention(self):
+        """Attention resolution of G, or None for the baseline network."""
+        if self.generator_type == "baseline":
+            return None
+        return self.attention_resolution
+
+    def discriminator_attention(self):
+        """Attention resolution of D, or None for the baseline network."""
+        if self.discriminator_type == "baseline":
+            return None
+        return self.attention_resolution
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the training images come from and how they are read."""
+
+    data_dir: str = "./data"
+    # "records" = released raw-uint8 shards, "jpeg" = the common sharded
+    # ImageNet TFRecords, "tfds" = tensorflow-datasets imagenet2012.
+    data_format: str = "records"
+    shuffle_buffer_size: int = 100000
+    # Added to every label read; -1 maps the JPEG shards' 1..1000 to 0..999.
+    label_offset: int = 0
+    # TFDS manual-download directory (the ImageNet tar files).
+    tfds_manual_dir: str = ""
+    tfds_data_dir: str = ""
+    seed: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Training loop settings (released flag names and defaults)."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    checkpoint_dir: str = "checkpoint"
+    # Per replica; the global batch is batch_size x replicas.
+    batch_size: int = 64
+    loss_type: str = "hinge_loss"
+    discriminator_learning_rate: float = 0.0004
+    generator_learning_rate: float = 0.0001
+    beta1: float = 0.0
+    # TF1 Adam defaults, as released. The paper's text says beta2 = 0.9;
+    # Keras' default epsilon is 1e-7.
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    d_step: int = 1
+    g_step: int = 1
+    max_steps: int = 2000000
+    save_summaries_steps: int = 200
+    save_checkpoint_secs: int = 1200
+    # 0 = off: save on the seconds schedule only.
+    save_checkpoint_steps: int = 0
+    keep_checkpoints: int = 5
+    # 0 = off, the released behaviour.
+    ema_decay: float = 0.0
+    # "none", "bf16" or "fp16".
+    mixed_precision: str = "none"
+    xla: bool = False
+    seed: int | None = None
+    # Console progress line every this many steps.
+    log_every_steps: int = 50
