@@ -1,0 +1,227 @@
+"""Evaluates, samples from or exports a SAGAN generator (released flags).
+
+--mode eval (default), as released: watches
+<checkpoint_dir>/imagenet_<batch_size>, computes IS / FID (and KID,
+intra-class FID) of each new checkpoint and writes TensorBoard summaries and
+results.jsonl to <checkpoint_dir>/eval/imagenet_<batch_size>:
+
+    python eval_imagenet.py --generator_type test --data_dir ./data
+
+--mode sample: class grid, .npz of samples, interpolation strip and
+attention maps of the latest (or --checkpoint_path) checkpoint into
+--sample_dir.
+
+--mode export: the generator as a SavedModel with the signature
+generate(z, labels) -> images into --export_dir.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from sagan_tf import config as config_lib  # noqa: E402
+
+_EVAL = config_lib.EvalConfig()
+_MODEL = _EVAL.model
+_DATA = _EVAL.data
+
+# Released flags (names and defaults as in the released eval_imagenet.py).
+flags.DEFINE_string("data_dir", _DATA.data_dir,
+                    "Directory of the TRAINING records the real images come "
+                    "from.")
+flags.DEFINE_integer("z_dim", _MODEL.z_dim, "Dimension of z.")
+flags.DEFINE_integer("gf_dim", _MODEL.gf_dim, "Base width of G.")
+flags.DEFINE_string("master", "local", "Released; unused.")
+flags.DEFINE_string("checkpoint_dir", _EVAL.checkpoint_dir,
+                    "Root of the checkpoints; they are read from "
+                    "<checkpoint_dir>/imagenet_<batch_size>.")
+flags.DEFINE_string("sample_dir", _EVAL.sample_dir,
+                    "Where --mode sample writes its files.")
+flags.DEFINE_string("eval_dir", "checkpoint/eval",
+                    "Released; ignored: results always go to "
+                    "<checkpoint_dir>/eval/imagenet_<batch_size>.")
+flags.DEFINE_integer("batch_size", _EVAL.batch_size,
+                     "Training batch size; names the run directory "
+                     "imagenet_<batch_size>.")
+flags.DEFINE_integer("shuffle_buffer_size", _DATA.shuffle_buffer_size,
+                     "Shuffle buffer of the real images.")
+flags.DEFINE_integer("dcgan_generator_batch_size",
+                     _EVAL.dcgan_generator_batch_size,
+                     "Batch fed to G and to the classifier.")
+flags.DEFINE_integer("eval_sample_size", _EVAL.eval_sample_size,
+                     "Generated and real images per evaluation.")
+flags.DEFINE_boolean("is_train", False, "Released; unused.")
+flags.DEFINE_integer("task", 0, "Released; unused.")
+flags.DEFINE_integer("ps_tasks", 0, "Released; unused.")
+flags.DEFINE_integer("num_workers", 1, "Released; must be 1.")
+flags.DEFINE_integer("replicas_to_aggregate", 1, "Released; unused.")
+flags.DEFINE_integer("num_towers", 1, "Released; must be 1 (one device).")
+flags.DEFINE_integer("eval_interval_secs", int(_EVAL.eval_interval_secs),
+                     "Seconds between looks for a new checkpoint.")
+flags.DEFINE_integer("num_classes", _MODEL.number_classes,
+                     "Number of classes of G.")
+flags.DEFINE_enum("generator_type", _MODEL.generator_type,
+                  ["test", "baseline"],
+                  "test: G with self-attention; baseline: without.")
+
+# Added flags.
+flags.DEFINE_enum("mode", "eval", ["eval", "sample", "export"],
+                  "eval: watch and evaluate checkpoints; sample: write "
+                  "sample images; export: write a SavedModel of G.")
+flags.DEFINE_string("inception_path", _EVAL.inception_path,
+                    "Inception classifier: a TF-Hub handle, a local module "
+                    "directory, or a frozen GraphDef .pb (input Mul:0, "
+                    "outputs pool_3:0 and logits:0).")
+flags.DEFINE_integer("num_evals", _EVAL.num_evals,
+                     "Stop after this many evaluations; 0 = run forever.")
+flags.DEFINE_boolean("use_ema", _EVAL.use_ema,
+                     "Use the EMA of G's weights (training --ema_decay > 0).")
+flags.DEFINE_integer("image_size", _MODEL.image_size, "Side of G's images.")
+flags.DEFINE_integer("attention_resolution", _MODEL.attention_resolution,
+                     "Resolution of G's attention block.")
+flags.DEFINE_enum("data_format", _DATA.data_format,
+                  ["records", "jpeg", "tfds"],
+                  "records: released raw shards; jpeg: sharded ImageNet "
+                  "TFRecords; tfds: tensorflow-datasets imagenet2012.")
+flags.DEFINE_integer("label_offset", _DATA.label_offset,
+                     "Added to every label read (-1 for 1-based labels).")
+flags.DEFINE_string("tfds_data_dir", _DATA.tfds_data_dir,
+                    "tensorflow-datasets data directory (data_format tfds).")
+flags.DEFINE_integer("classifier_image_size", _EVAL.classifier_image_size,
+                     "Side images are resized to for the classifier.")
+flags.DEFINE_integer("kid_sample_size", _EVAL.kid_sample_size,
+                     "KID over this many real and generated images; 0 = "
+                     "off.")
+flags.DEFINE_list("intra_fid_classes", [],
+                  "Classes with an intra-class FID (comma separated); "
+                  "empty = none.")
+flags.DEFINE_integer("intra_fid_sample_size", _EVAL.intra_fid_sample_size,
+                     "Generated and real images per intra-FID class.")
+flags.DEFINE_integer("num_vis_images", _EVAL.num_vis_images,
+                     "Images in the TensorBoard grids.")
+flags.DEFINE_string("stats_cache_dir", _EVAL.stats_cache_dir,
+                    "Cache of real-image statistics; empty = the eval "
+                    "directory.")
+flags.DEFINE_string("checkpoint_path", _EVAL.checkpoint_path,
+                    "Checkpoint for sample/export; empty = the latest.")
+flags.DEFINE_list("sample_classes",
+                  [str(c) for c in _EVAL.sample_classes],
+                  "Classes of the sample grid rows and attention figure.")
+flags.DEFINE_integer("samples_per_class", _EVAL.samples_per_class,
+                     "Columns of the sample grid.")
+flags.DEFINE_integer("num_npz_samples", _EVAL.num_npz_samples,
+                     "Samples in samples.npz.")
+flags.DEFINE_integer("interpolation_steps", _EVAL.interpolation_steps,
+                     "Images in the latent interpolation strip.")
+flags.DEFINE_list("attention_queries", [],
+                  "Attention query pixels as row:col (image coordinates); "
+                  "empty = the quarter points of the image.")
+flags.DEFINE_string("export_dir", _EVAL.export_dir,
+                    "SavedModel directory; empty = "
+                    "<checkpoint_dir>/export/imagenet_<batch_size>.")
+flags.DEFINE_integer("seed", None, "Random seed (default: random).")
+
+FLAGS = flags.FLAGS
+
+
+def _ints(values, flag):
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError as err:
+        raise ValueError(f"--{flag} takes integers: {values}") from err
+
+
+def _queries(values):
+    queries = []
+    for value in values:
+        parts = value.split(":")
+        if len(parts) != 2:
+            raise ValueError(
+                f"--attention_queries entries are row:col, got {value!r}"
+            )
+        queries.append(_ints(parts, "attention_queries"))
+    return tuple(queries)
+
+
+def config_from_flags():
+    """The EvalConfig the flags describe."""
+    if FLAGS.num_towers != 1 or FLAGS.num_workers != 1:
+        raise ValueError(
+            "--num_towers and --num_workers must be 1: evaluation runs on "
+            "one device, as released."
+        )
+    model = config_lib.ModelConfig(
+        image_size=FLAGS.image_size,
+        z_dim=FLAGS.z_dim,
+        gf_dim=FLAGS.gf_dim,
+        number_classes=FLAGS.num_classes,
+        generator_type=FLAGS.generator_type,
+        attention_resolution=FLAGS.attention_resolution,
+    )
+    data = config_lib.DataConfig(
+        data_dir=FLAGS.data_dir,
+        data_format=FLAGS.data_format,
+        shuffle_buffer_size=FLAGS.shuffle_buffer_size,
+        label_offset=FLAGS.label_offset,
+        tfds_data_dir=FLAGS.tfds_data_dir,
+        seed=FLAGS.seed,
+    )
+    return config_lib.EvalConfig(
+        model=model,
+        data=data,
+        checkpoint_dir=FLAGS.checkpoint_dir,
+        batch_size=FLAGS.batch_size,
+        eval_sample_size=FLAGS.eval_sample_size,
+        dcgan_generator_batch_size=FLAGS.dcgan_generator_batch_size,
+        eval_interval_secs=FLAGS.eval_interval_secs,
+        num_evals=FLAGS.num_evals,
+        use_ema=FLAGS.use_ema,
+        inception_path=FLAGS.inception_path,
+        classifier_image_size=FLAGS.classifier_image_size,
+        kid_sample_size=FLAGS.kid_sample_size,
+        intra_fid_classes=_ints(FLAGS.intra_fid_classes, "intra_fid_classes"),
+        intra_fid_sample_size=FLAGS.intra_fid_sample_size,
+        num_vis_images=FLAGS.num_vis_images,
+        stats_cache_dir=FLAGS.stats_cache_dir,
+        checkpoint_path=FLAGS.checkpoint_path,
+        sample_dir=FLAGS.sample_dir,
+        sample_classes=_ints(FLAGS.sample_classes, "sample_classes"),
+        samples_per_class=FLAGS.samples_per_class,
+        num_npz_samples=FLAGS.num_npz_samples,
+        interpolation_steps=FLAGS.interpolation_steps,
+        attention_queries=_queries(FLAGS.attention_queries),
+        export_dir=FLAGS.export_dir,
+        seed=FLAGS.seed,
+    )
+
+
+def main(argv):
+    del argv
+    config = config_from_flags()
+    # Imported after flag parsing: TensorFlow start-up is slow.
+    from sagan_tf import evaluation, export, sampling
+
+    if FLAGS.mode == "eval":
+        evaluation.Evaluator(config).run()
+        return
+    evaluation.check_run_config(config.model, evaluation.run_dir(config))
+    path = evaluation.latest_checkpoint(config)
+    restorer = evaluation.GeneratorRestorer(config.model, config.use_ema)
+    step = restorer.restore(path)
+    print(f"Restored {restorer.name} from {path} (step {step})", flush=True)
+    if FLAGS.mode == "sample":
+        sampling.write_samples(
+            restorer.generator, config, config.sample_dir, step,
+            config.model.generator_attention(),
+        )
+    else:
+        export_dir = config.export_dir or os.path.join(
+            config.checkpoint_dir, "export", config.model_dir_name()
+        )
+        export.export_generator(restorer.generator, export_dir)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,371 @@
+"""The evaluator: IS, FID, KID and intra-class FID of each new checkpoint.
+
+It reproduces the released `eval_imagenet.py` protocol: G in inference mode
+with uniform random classes and standard-normal z, real images from the
+training records, both resized with TF1 bilinear to the classifier's 299,
+Inception `pool_3` and `logits`, IS over all samples in one split and FID in
+float64. Layout, as released:
+
+* checkpoints: `<checkpoint_dir>/imagenet_<batch_size>/ckpt-<step>`;
+* summaries (`eval/fid`, `eval/incscore`, ... at the checkpoint's step, and
+  the `eval_vis/*_grid` images), `results.jsonl` (one line per evaluated
+  checkpoint) and the real-statistics cache:
+  `<checkpoint_dir>/eval/imagenet_<batch_size>/`.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from sagan_tf import inception, metrics, models, summaries
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.jsonl"
+
+# ModelConfig fields that shape G, with the eval flag that sets each.
+_GENERATOR_FLAGS = {
+    "image_size": "image_size",
+    "z_dim": "z_dim",
+    "gf_dim": "gf_dim",
+    "number_classes": "num_classes",
+    "generator_type": "generator_type",
+    "attention_resolution": "attention_resolution",
+}
+
+
+class CheckpointGoneError(RuntimeError):
+    """The checkpoint disappeared (training rotated it out) mid-read."""
+
+
+def run_dir(config):
+    """`<checkpoint_dir>/imagenet_<batch_size>`: where training saves."""
+    return os.path.join(config.checkpoint_dir, config.model_dir_name())
+
+
+def eval_dir(config):
+    """`<checkpoint_dir>/eval/imagenet_<batch_size>`: where results go."""
+    return os.path.join(config.checkpoint_dir, "eval", config.model_dir_name())
+
+
+def check_run_config(model_config, directory):
+    """Fails when `<directory>/config.json` disagrees with the G flags.
+
+    Raises:
+        ValueError: naming every differing field, the flag value and the
+            value training used.
+    """
+    path = os.path.join(directory, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return
+    with tf.io.gfile.GFile(path) as f:
+        saved = json.load(f).get("model", {})
+    baseline = model_config.generator_type == "baseline"
+    diffs = []
+    for field, flag in _GENERATOR_FLAGS.items():
+        if field not in saved:
+            continue
+        # The baseline G has no attention block to place.
+        if field == "attention_resolution" and baseline:
+            continue
+        ours = getattr(model_config, field)
+        if saved[field] != ours:
+            diffs.append(f"--{flag}={ours} (training used {saved[field]})")
+    if diffs:
+        raise ValueError(
+            f"{path}: the generator flags differ from the run's settings: "
+            + ", ".join(diffs)
+            + ". Pass the training values."
+        )
+
+
+def build_generator(model_config):
+    """G alone (no D), variables created."""
+    generator = models.Generator(
+        num_classes=model_config.number_classes,
+        image_size=model_config.image_size,
+        z_dim=model_config.z_dim,
+        gf_dim=model_config.gf_dim,
+        attention_resolution=model_config.generator_attention(),
+        sn_stop_gradient_uv=model_config.sn_stop_gradient_uv,
+        sync_batch_norm=model_config.sync_batch_norm,
+    )
+    generator.build((None, model_config.z_dim), (None,))
+    return generator
+
+
+class GeneratorRestorer:
+    """Restores G (or its EMA, `use_ema`) and the step from checkpoints."""
+
+    def __init__(self, model_config, use_ema=False):
+        self.generator = build_generator(model_config)
+        self.step = tf.Variable(0, dtype=tf.int64)
+        self.name = "ema_generator" if use_ema else "generator"
+        self._checkpoint = tf.train.Checkpoint(
+            step=self.step, **{self.name: self.generator}
+        )
+
+    def restore(self, path):
+        """Loads checkpoint `path`; returns its global step.
+
+        Raises:
+            CheckpointGoneError: its files vanished while reading.
+            ValueError: it holds no `ema_generator` though use_ema is set.
+        """
+        try:
+            keys = [name for name, _ in tf.train.list_variables(path)]
+            if not any(k.startswith(self.name + "/") for k in keys):
+                raise ValueError(
+                    f"Checkpoint {path} has no {self.name!r}"
+                    + (
+                        " (train with --ema_decay > 0, or drop --use_ema)."
+                        if self.name == "ema_generator"
+                        else "."
+                    )
+                )
+            status = self._checkpoint.restore(path)
+            status.expect_partial()
+            status.assert_existing_objects_matched()
+        except (tf.errors.NotFoundError, tf.errors.DataLossError) as err:
+            raise CheckpointGoneError(f"{path}: {err}") from err
+        return int(self.step.numpy())
+
+
+def latest_checkpoint(config):
+    """`config.checkpoint_path`, else the newest checkpoint of the run."""
+    if config.checkpoint_path:
+        return config.checkpoint_path
+    path = tf.train.latest_checkpoint(run_dir(config))
+    if path is None:
+        raise ValueError(
+            f"No checkpoint in {run_dir(config)} (--checkpoint_dir="
+            f"{config.checkpoint_dir}, --batch_size={config.batch_size})."
+        )
+    return path
+
+
+class Evaluator:
+    """Evaluates checkpoints of one run; see the module docstring.
+
+    Args:
+        config: `EvalConfig`.
+        classifier: an `inception.Classifier`; default: load
+            `config.inception_path` (once per process).
+    """
+
+    def __init__(self, config, classifier=None):
+        if config.eval_sample_size < 2:
+            raise ValueError(
+                f"--eval_sample_size must be >= 2, got "
+                f"{config.eval_sample_size}"
+            )
+        if config.dcgan_generator_batch_size < 1:
+            raise ValueError("--dcgan_generator_batch_size must be >= 1")
+        for c in config.intra_fid_classes:
+            if not 0 <= c < config.model.number_classes:
+                raise ValueError(
+                    f"--intra_fid_classes: class {c} is outside "
+                    f"[0, {config.model.number_classes})"
+                )
+        self.config = config
+        self.run_dir = run_dir(config)
+        self.eval_dir = eval_dir(config)
+        check_run_config(config.model, self.run_dir)
+        self.classifier = classifier or inception.load_classifier(
+            config.inception_path, config.classifier_image_size
+        )
+        self.restorer = GeneratorRestorer(config.model, config.use_ema)
+        self.real = metrics.RealStatistics(
+            config, self.classifier, config.stats_cache_dir or self.eval_dir
+        )
+        if config.seed is None:
+            self._rng = tf.random.Generator.from_non_deterministic_state()
+        else:
+            self._rng = tf.random.Generator.from_seed(config.seed)
+        self._writer = None
+
+    # Generated images ------------------------------------------------------
+
+    @tf.function(reduce_retracing=True)
+    def _generate_and_classify(self, labels):
+        z = self._rng.normal([tf.shape(labels)[0], self.config.model.z_dim])
+        images = self.restorer.generator(z, labels, training=False)
+        images = tf.cast(images, tf.float32)
+        pool, logits = self.classifier(images)
+        return images, pool, logits
+
+    def _random_labels(self, n):
+        return self._rng.uniform(
+            [n], 0, self.config.model.number_classes, dtype=tf.int32
+        )
+
+    def generated_activations(self, count, label=None, tag="generated"):
+        """pool_3 [count, D], logits [count, K] and the first images.
+
+        Classes are uniform at random, or all `label`.
+        """
+        batch = self.config.dcgan_generator_batch_size
+        pools, logits, vis = [], [], None
+        done, next_report = 0, 0
+        while done < count:
+            n = min(batch, count - done)
+            labels = (
+                self._random_labels(n)
+                if label is None
+                else tf.fill([n], tf.constant(label, tf.int32))
+            )
+            images, pool, logit = self._generate_and_classify(labels)
+            if vis is None:
+                vis = images[: self.config.num_vis_images].numpy()
+            pools.append(pool.numpy())
+            logits.append(logit.numpy())
+            done += n
+            if done >= next_report or done == count:
+                print(f"  {tag}: {done}/{count} images", flush=True)
+                next_report = done + max(count // 10, batch)
+        return np.concatenate(pools), np.concatenate(logits), vis
+
+    # One checkpoint --------------------------------------------------------
+
+    def evaluate_checkpoint(self, path):
+        """Computes and records the metrics of one checkpoint.
+
+        Returns:
+            The result dict (also appended to results.jsonl).
+
+        Raises:
+            CheckpointGoneError: the checkpoint vanished while being read.
+        """
+        config = self.config
+        start = time.time()
+        step = self.restorer.restore(path)
+        print(f"Evaluating {path} (step {step})", flush=True)
+        real_stats, extras = self.real.overall()
+        pools, logits, vis = self.generated_activations(
+            config.eval_sample_size
+        )
+        result = {
+            "checkpoint": os.path.basename(path),
+            "step": step,
+            "fid": metrics.frechet_distance(real_stats, pools),
+            "incscore": metrics.inception_score(logits),
+        }
+        if config.kid_sample_size:
+            result["kid"] = metrics.kernel_distance(
+                extras["kid_activations"],
+                pools[: config.kid_sample_size],
+                config.kid_block_size,
+            )
+        if config.intra_fid_classes:
+            class_stats = self.real.per_class()
+            intra = {}
+            for c, stats in class_stats.items():
+                gen, _, _ = self.generated_activations(
+                    config.intra_fid_sample_size, label=c, tag=f"class {c}"
+                )
+                intra[str(c)] = metrics.frechet_distance(stats, gen)
+            result["intra_fid"] = intra
+            result["intra_fid_mean"] = float(np.mean(list(intra.values())))
+        result["num_generated"] = int(pools.shape[0])
+        result["num_real"] = int(real_stats.count)
+        result["eval_secs"] = round(time.time() - start, 2)
+        self._write_summaries(result, vis, extras["vis_images"])
+        self._append_result(result)
+        print("  " + ", ".join(
+            f"{k}={v:.4f}" for k, v in result.items()
+            if isinstance(v, float) and k != "eval_secs"), flush=True)
+        return result
+
+    def _write_summaries(self, result, generated, real):
+        if self._writer is None:
+            self._writer = summaries.SummaryWriter(self.eval_dir)
+        scalars = {
+            f"eval/{k}": result[k]
+            for k in ("fid", "incscore", "kid", "intra_fid_mean")
+            if k in result
+        }
+        for c, value in result.get("intra_fid", {}).items():
+            scalars[f"eval/intra_fid/class_{c}"] = value
+        step = result["step"]
+        self._writer.scalars(step, scalars)
+        self._writer.images(step, {
+            "eval_vis/generated_images_grid": summaries.image_grid(generated),
+            "eval_vis/real_images_grid": summaries.image_grid(real),
+        })
+        self._writer.flush()
+
+    # Results and the watching loop -----------------------------------------
+
+    @property
+    def results_path(self):
+        return os.path.join(self.eval_dir, RESULTS_FILE)
+
+    def evaluated(self):
+        """Basenames of the checkpoints already in results.jsonl."""
+        if not tf.io.gfile.exists(self.results_path):
+            return set()
+        done = set()
+        with tf.io.gfile.GFile(self.results_path) as f:
+            for line in f:
+                if line.strip():
+                    done.add(json.loads(line)["checkpoint"])
+        return done
+
+    def _append_result(self, result):
+        tf.io.gfile.makedirs(self.eval_dir)
+        # Object stores (gs://) cannot append: rewrite the small file.
+        text = ""
+        if tf.io.gfile.exists(self.results_path):
+            with tf.io.gfile.GFile(self.results_path) as f:
+                text = f.read()
+        with tf.io.gfile.GFile(self.results_path, "w") as f:
+            f.write(text + json.dumps(result) + "\n")
+
+    def checkpoints(self):
+        """Checkpoint paths of the run, oldest first."""
+        state = tf.train.get_checkpoint_state(self.run_dir)
+        if state is None:
+            return []
+        paths = []
+        for p in state.all_model_checkpoint_paths:
+            paths.append(p if os.path.isabs(p) else
+                         os.path.join(self.run_dir, p))
+        return paths
+
+    def run(self, stop=None):
+        """Watches the run directory and evaluates each new checkpoint once.
+
+        Args:
+            stop: optional threading.Event that ends the loop.
+
+        Returns:
+            The results computed by this call.
+        """
+        config = self.config
+        done = self.evaluated()
+        results = []
+        print(f"Watching {self.run_dir}; results in {self.results_path}",
+              flush=True)
+        while stop is None or not stop.is_set():
+            pending = [p for p in self.checkpoints()
+                       if os.path.basename(p) not in done]
+            if not pending:
+                if stop is not None:
+                    stop.wait(config.eval_interval_secs)
+                else:
+                    time.sleep(config.eval_interval_secs)
+                continue
+            path = pending[0]
+            done.add(os.path.basename(path))
+            try:
+                results.append(self.evaluate_checkpoint(path))
+            except CheckpointGoneError as err:
+                logging.warning("Skipping a checkpoint deleted while being "
+                                "read: %s", err)
+                continue
+            if config.num_evals and len(results) >= config.num_evals:
+                break
+        return results

@@ -1,0 +1,62 @@
+"""Export of a trained G as a self-contained TF SavedModel.
+
+The SavedModel needs neither this package nor Keras to run:
+
+    model = tf.saved_model.load(export_dir)
+    images = model.generate(z, labels)          # float32 [B, S, S, 3]
+    # or, through the serving signature:
+    images = model.signatures["generate"](z=z, labels=labels)["images"]
+
+with z float32 [B, z_dim] (standard normal) and labels int32 [B]; images
+are in [-1, 1]. G runs in inference mode (BN moving statistics).
+"""
+
+import tensorflow as tf
+
+SIGNATURE = "generate"
+
+
+class _GeneratorModule(tf.Module):
+    """Holds G and its `generate` functions, traced for any batch size."""
+
+    def __init__(self, generator):
+        super().__init__(name="sagan_generator")
+        self.generator = generator
+        self.z_dim = tf.constant(generator.z_dim, tf.int32)
+        self.image_size = tf.constant(generator.image_size, tf.int32)
+        self.num_classes = tf.constant(generator.num_classes, tf.int32)
+        spec = [
+            tf.TensorSpec([None, generator.z_dim], tf.float32, name="z"),
+            tf.TensorSpec([None], tf.int32, name="labels"),
+        ]
+        self.generate = tf.function(self._generate, input_signature=spec)
+        self.generate_signature = tf.function(
+            self._signature, input_signature=spec
+        )
+
+    def _generate(self, z, labels):
+        return tf.cast(self.generator(z, labels, training=False), tf.float32)
+
+    def _signature(self, z, labels):
+        return {"images": self._generate(z, labels)}
+
+
+def export_generator(generator, export_dir):
+    """Saves G with the `generate(z, labels) -> images` signature.
+
+    Args:
+        generator: a built `models.Generator` (restored weights).
+        export_dir: output directory.
+
+    Returns:
+        export_dir.
+    """
+    module = _GeneratorModule(generator)
+    signature = module.generate_signature.get_concrete_function()
+    tf.saved_model.save(
+        module,
+        export_dir,
+        signatures={SIGNATURE: signature, "serving_default": signature},
+    )
+    print(f"Exported the generator to {export_dir}", flush=True)
+    return export_dir

@@ -1,0 +1,242 @@
+"""Samples from a trained G: class grids, .npz sets, interpolations, attention.
+
+Everything here takes a built `models.Generator` (restored by the caller)
+and numpy seeds, and writes PNG / .npz files plus TensorBoard images.
+"""
+
+import io
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from sagan_tf import summaries
+
+# Marker colours of the attention query points (RGB).
+_QUERY_COLOURS = np.array(
+    [
+        [255, 40, 40],
+        [40, 220, 40],
+        [60, 120, 255],
+        [255, 220, 0],
+        [255, 0, 255],
+        [0, 230, 230],
+    ],
+    np.uint8,
+)
+
+
+def to_uint8(images):
+    """Images in [-1, 1] to uint8 (x + 1) * 127.5, clipped and rounded."""
+    images = np.asarray(images, np.float32)
+    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def tile(images):
+    """uint8 [R, C, H, W, 3] -> uint8 [R*H, C*W, 3] (row r = images[r])."""
+    rows, cols, h, w, c = images.shape
+    # [R, C, H, W, 3] -> [R, H, C, W, 3]
+    return images.transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+
+
+def write_png(path, image):
+    """Writes uint8 [H, W, 3] to `path` (any tf.io.gfile filesystem)."""
+    parent = os.path.dirname(path)
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    tf.io.write_file(path, tf.io.encode_png(image))
+    return path
+
+
+def _generate(generator, z, labels, return_attention=False):
+    return generator(
+        tf.constant(z, tf.float32),
+        tf.constant(labels, tf.int32),
+        training=False,
+        return_attention=return_attention,
+    )
+
+
+def class_grid(generator, classes, per_class, rng):
+    """One row per class, `per_class` samples each.
+
+    Returns:
+        uint8 [len(classes) * S, per_class * S, 3].
+    """
+    classes = np.asarray(classes, np.int32)
+    z = rng.standard_normal((classes.size * per_class, generator.z_dim))
+    labels = np.repeat(classes, per_class)
+    images = to_uint8(_generate(generator, z, labels))
+    size = images.shape[1]
+    return tile(images.reshape(classes.size, per_class, size, size, 3))
+
+
+def write_npz(generator, path, count, num_classes, batch_size, rng):
+    """Writes `count` samples: `images` uint8 [N, S, S, 3], `labels` int32.
+
+    Classes are uniform at random, z standard normal (as in evaluation).
+    """
+    images, labels = [], []
+    for start in range(0, count, batch_size):
+        n = min(batch_size, count - start)
+        z = rng.standard_normal((n, generator.z_dim))
+        y = rng.integers(0, num_classes, n, dtype=np.int32)
+        images.append(to_uint8(_generate(generator, z, y)))
+        labels.append(y)
+    parent = os.path.dirname(path)
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    # np.savez seeks, which gfile writers cannot: build it in memory.
+    buffer = io.BytesIO()
+    np.savez(buffer, images=np.concatenate(images),
+             labels=np.concatenate(labels))
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+    return path
+
+
+def interpolation_strip(generator, label, steps, rng):
+    """G along the straight line between two z, one class.
+
+    Returns:
+        uint8 [S, steps * S, 3], left to right from z0 to z1.
+    """
+    z0, z1 = rng.standard_normal((2, generator.z_dim))
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    z = (1.0 - t) * z0 + t * z1
+    images = to_uint8(_generate(generator, z, np.full(steps, label)))
+    return tile(images[None])
+
+
+def default_queries(image_size):
+    """Quarter / three-quarter points of each side, (row, column)."""
+    a, b = image_size // 4, (3 * image_size) // 4
+    return ((a, a), (a, b), (b, a), (b, b))
+
+
+def _heat(values):
+    """[H, W] in [0, 1] -> uint8 [H, W, 3], black-red-yellow-white."""
+    r = np.clip(3.0 * values, 0.0, 1.0)
+    g = np.clip(3.0 * values - 1.0, 0.0, 1.0)
+    b = np.clip(3.0 * values - 2.0, 0.0, 1.0)
+    return (np.stack([r, g, b], -1) * 255).astype(np.uint8)
+
+
+def _mark(image, row, col, colour, radius):
+    image[max(row - radius, 0):row + radius + 1,
+          max(col - radius, 0):col + radius + 1] = colour
+
+
+def attention_maps(beta, queries, image_size, attention_resolution):
+    """Each query's attention over the generated image.
+
+    Args:
+        beta: [B, N, N/4] attention of G's block, N = R^2 query locations
+            (row-major), N/4 the 2x2-max-pooled key locations.
+        queries: (row, column) pixels of the S x S image.
+        image_size: S.
+        attention_resolution: R.
+
+    Returns:
+        float32 [B, Q, S, S]: each map is beta over the keys, upsampled to
+        the image (nearest) and scaled so its maximum is 1.
+    """
+    beta = np.asarray(beta, np.float32)
+    res, keys = attention_resolution, attention_resolution // 2
+    maps = []
+    for row, col in queries:
+        if not (0 <= row < image_size and 0 <= col < image_size):
+            raise ValueError(
+                f"--attention_queries: ({row}, {col}) is outside the "
+                f"{image_size}x{image_size} image"
+            )
+        # Image pixel -> location in the R x R attention grid.
+        q = (row * res // image_size) * res + col * res // image_size
+        m = beta[:, q, :].reshape(-1, keys, keys)  # [B, R/2, R/2]
+        scale = image_size // keys
+        m = m.repeat(scale, axis=1).repeat(scale, axis=2)  # [B, S, S]
+        maps.append(m / np.maximum(m.max(axis=(1, 2), keepdims=True), 1e-12))
+    return np.stack(maps, axis=1)
+
+
+def attention_figure(generator, labels, queries, attention_resolution, rng):
+    """Figure as in the paper: image with query dots, then one map each.
+
+    Returns:
+        uint8 [B * S, (1 + Q) * S, 3]: row b = sample b with the query
+        points marked, followed by each query's attention map over the
+        dimmed image, its point marked in the same colour.
+    """
+    labels = np.asarray(labels, np.int32)
+    z = rng.standard_normal((labels.size, generator.z_dim))
+    images, beta = _generate(generator, z, labels, return_attention=True)
+    images = to_uint8(images)
+    size = images.shape[1]
+    maps = attention_maps(beta, queries, size, attention_resolution)
+    radius = max(size // 64, 1)
+    rows = []
+    for b in range(labels.size):
+        marked = images[b].copy()
+        panels = [marked]
+        for i, (row, col) in enumerate(queries):
+            colour = _QUERY_COLOURS[i % len(_QUERY_COLOURS)]
+            _mark(marked, row, col, colour, radius)
+            overlay = (0.35 * images[b] + 0.65 * _heat(maps[b, i])).astype(
+                np.uint8
+            )
+            _mark(overlay, row, col, colour, radius)
+            panels.append(overlay)
+        rows.append(np.stack(panels))
+    return tile(np.stack(rows))
+
+
+def write_samples(generator, config, out_dir, step, attention_resolution):
+    """The `--mode sample` outputs; returns {name: path}.
+
+    Writes to `out_dir`: `class_grid.png`, `samples.npz`,
+    `interpolation.png`, `attention.png` (not for the baseline G), and a
+    TensorBoard event file with the same images under `sample/*`.
+    """
+    rng = np.random.default_rng(config.seed)
+    size = generator.image_size
+    for c in config.sample_classes:
+        if not 0 <= c < generator.num_classes:
+            raise ValueError(
+                f"--sample_classes: class {c} is outside "
+                f"[0, {generator.num_classes})"
+            )
+    pictures = {
+        "class_grid": class_grid(
+            generator, config.sample_classes, config.samples_per_class, rng
+        ),
+        "interpolation": interpolation_strip(
+            generator, config.sample_classes[0], config.interpolation_steps,
+            rng,
+        ),
+    }
+    if attention_resolution is not None:
+        queries = config.attention_queries or default_queries(size)
+        pictures["attention"] = attention_figure(
+            generator, config.sample_classes, queries, attention_resolution,
+            rng,
+        )
+    else:
+        print("Baseline G has no attention: no attention maps.")
+    paths = {}
+    for name, picture in pictures.items():
+        paths[name] = write_png(os.path.join(out_dir, f"{name}.png"), picture)
+    paths["samples"] = write_npz(
+        generator,
+        os.path.join(out_dir, "samples.npz"),
+        config.num_npz_samples,
+        generator.num_classes,
+        config.dcgan_generator_batch_size,
+        rng,
+    )
+    writer = summaries.SummaryWriter(out_dir)
+    writer.images(step, {f"sample/{name}": picture[None]
+                         for name, picture in pictures.items()})
+    writer.close()
+    for name, path in paths.items():
+        print(f"Wrote {name}: {path}", flush=True)
+    return paths

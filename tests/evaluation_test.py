@@ -1,0 +1,195 @@
+"""The evaluator end to end with a stand-in classifier and a tiny G."""
+
+import dataclasses
+import glob
+import json
+import os
+import threading
+
+import eval_fixtures as fx
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sagan_tf import config as config_lib
+from sagan_tf import evaluation, inception
+
+MODEL = fx.tiny_model_config()
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("eval_assets"))
+    fx.write_records(os.path.join(root, "data"), 48, MODEL.image_size,
+                     MODEL.number_classes)
+    model_dir = os.path.join(root, "module")
+    inception.save_classifier_as_savedmodel(fx.StandinClassifier(), model_dir)
+    return root, model_dir
+
+
+def _config(assets, tmp_path, **overrides):
+    root, model_dir = assets
+    values = dict(
+        model=MODEL,
+        data=config_lib.DataConfig(
+            data_dir=os.path.join(root, "data"), shuffle_buffer_size=64,
+            seed=0),
+        checkpoint_dir=str(tmp_path / "checkpoint"),
+        eval_sample_size=32,
+        dcgan_generator_batch_size=16,
+        eval_interval_secs=0.05,
+        num_evals=1,
+        inception_path=model_dir,
+        kid_sample_size=32,
+        seed=3,
+    )
+    values.update(overrides)
+    config = config_lib.EvalConfig(**values)
+    os.makedirs(evaluation.run_dir(config), exist_ok=True)
+    return config
+
+
+def _events(directory):
+    """{tag: [(step, value-or-None)]} of the event files in directory."""
+    found = {}
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tensor = tf.make_ndarray(value.tensor)
+                scalar = float(tensor) if tensor.dtype.kind == "f" else None
+                found.setdefault(value.tag, []).append((event.step, scalar))
+    return found
+
+
+def _results(config):
+    path = os.path.join(evaluation.eval_dir(config), "results.jsonl")
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_full_evaluation_writes_results_summaries_and_cache(assets,
+                                                              tmp_path):
+    config = _config(assets, tmp_path, intra_fid_classes=(0, 2),
+                     intra_fid_sample_size=8)
+    fx.write_checkpoint(evaluation.run_dir(config), MODEL, step=7)
+    evaluator = evaluation.Evaluator(config)
+    (result,) = evaluator.run()
+    assert result["checkpoint"] == "ckpt-7" and result["step"] == 7
+    for key in ("fid", "incscore", "kid", "intra_fid_mean"):
+        assert np.isfinite(result[key])
+    assert result["fid"] > 0 and result["incscore"] >= 1.0
+    assert set(result["intra_fid"]) == {"0", "2"}
+    assert _results(config) == [result]
+
+    events = _events(evaluation.eval_dir(config))
+    assert events["eval/fid"] == [(7, pytest.approx(result["fid"]))]
+    assert events["eval/incscore"][0][0] == 7
+    assert "eval/kid" in events and "eval/intra_fid/class_2" in events
+    assert events["eval_vis/generated_images_grid"][0][0] == 7
+    assert "eval_vis/real_images_grid" in events
+
+    caches = sorted(os.listdir(evaluation.eval_dir(config)))
+    assert len([c for c in caches if c.startswith("real_class")]) == 2
+    (main,) = [c for c in caches if c.startswith("real_")
+               and not c.startswith("real_class")]
+    with np.load(os.path.join(evaluation.eval_dir(config), main)) as data:
+        assert int(data["count"]) == 32
+        assert data["cov"].shape == (fx.FEATURE_DIM, fx.FEATURE_DIM)
+        assert data["cov"].dtype == np.float64
+        assert len(data["files"]) == 2
+        assert data["kid_activations"].shape == (32, fx.FEATURE_DIM)
+
+    # The cached covariance is numpy's unbiased one of the real activations
+    # (the seeded shuffle gives the same images again).
+    stats, _ = evaluator.real.overall()
+    real_acts, _ = evaluator.real.compute_activations(32)
+    np.testing.assert_allclose(
+        stats.cov, np.cov(real_acts.astype(np.float64), rowvar=False),
+        atol=1e-9,
+    )
+
+    # Second evaluator, new checkpoint: the cached statistics are reused.
+    fx.write_checkpoint(evaluation.run_dir(config), MODEL, step=9, seed=1)
+    second = evaluation.Evaluator(config)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("real images were read again")
+
+    second.real.compute_activations = fail
+    second.real.compute_class_activations = fail
+    (result,) = second.run()
+    assert result["checkpoint"] == "ckpt-9"
+    assert [r["step"] for r in _results(config)] == [7, 9]
+
+
+def test_watching_loop_picks_up_new_checkpoints(assets, tmp_path):
+    config = _config(assets, tmp_path, num_evals=2, kid_sample_size=0)
+    run_dir = evaluation.run_dir(config)
+    fx.write_checkpoint(run_dir, MODEL, step=1)
+    evaluator = evaluation.Evaluator(config)
+    results, errors = [], []
+
+    def watch():
+        try:
+            results.extend(evaluator.run())
+        except Exception as err:  # Surfaced by the assertion below.
+            errors.append(err)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    results_path = evaluator.results_path
+    for _ in range(600):
+        if os.path.exists(results_path) or errors:
+            break
+        thread.join(0.1)
+    fx.write_checkpoint(run_dir, MODEL, step=2, seed=1)
+    thread.join(120)
+    assert not errors and not thread.is_alive()
+    assert [r["step"] for r in results] == [1, 2]
+    assert "kid" not in results[0]
+
+    # Checkpoints already in results.jsonl are not evaluated again.
+    stop = threading.Event()
+    again = evaluation.Evaluator(config)
+    timer = threading.Timer(1.0, stop.set)
+    timer.start()
+    assert again.run(stop=stop) == []
+    assert len(_results(config)) == 2
+
+
+def test_deleted_checkpoint_is_skipped(assets, tmp_path):
+    config = _config(assets, tmp_path, kid_sample_size=0)
+    run_dir = evaluation.run_dir(config)
+    fx.write_checkpoint(run_dir, MODEL, step=3)
+    fx.write_checkpoint(run_dir, MODEL, step=4)
+    # Training rotated ckpt-3 out after the evaluator listed it.
+    for path in glob.glob(os.path.join(run_dir, "ckpt-3.*")):
+        os.remove(path)
+    evaluator = evaluation.Evaluator(config)
+    assert [r["step"] for r in evaluator.run()] == [4]
+
+
+def test_config_json_mismatch_names_the_fields(assets, tmp_path):
+    config = _config(assets, tmp_path)
+    fx.write_checkpoint(evaluation.run_dir(config), MODEL, step=1)
+    wrong = dataclasses.replace(
+        config, model=dataclasses.replace(MODEL, gf_dim=8, number_classes=5)
+    )
+    with pytest.raises(ValueError, match="--gf_dim=8.*--num_classes=5"):
+        evaluation.Evaluator(wrong)
+
+
+def test_use_ema_restores_the_averaged_generator(assets, tmp_path):
+    config = _config(assets, tmp_path, use_ema=True)
+    run_dir = evaluation.run_dir(config)
+    g = fx.write_checkpoint(run_dir, MODEL, step=5, ema=True)
+    restorer = evaluation.GeneratorRestorer(MODEL, use_ema=True)
+    assert restorer.restore(tf.train.latest_checkpoint(run_dir)) == 5
+    kernel = g.g_snh0.weights[0]
+    restored = {w.path: w for w in restorer.generator.weights}[kernel.path]
+    np.testing.assert_allclose(restored.numpy(), kernel.numpy() * 0.5)
+
+    plain_dir = str(tmp_path / "plain")
+    fx.write_checkpoint(plain_dir, MODEL, step=6)
+    with pytest.raises(ValueError, match="ema_generator"):
+        restorer.restore(tf.train.latest_checkpoint(plain_dir))
