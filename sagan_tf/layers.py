@@ -26,6 +26,12 @@ moments unless `synchronized=True`).
 import keras
 import tensorflow as tf
 
+# The BN layers live in their own module; they are part of this API too.
+from sagan_tf.normalization import (  # noqa: F401
+    BatchNorm,
+    ConditionalBatchNorm,
+)
+
 _L2_EPSILON = 1e-12
 
 
@@ -356,180 +362,6 @@ class SelfAttention(keras.layers.Layer):
         config = super().get_config()
         config.update(stop_gradient_uv=self.stop_gradient_uv)
         return config
-
-
-class _BatchNormBase(keras.layers.Layer):
-    """Moving statistics and float32 moments shared by the two BN layers."""
-
-    def __init__(self, momentum, epsilon, synchronized, **kwargs):
-        super().__init__(**kwargs)
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
-        self.synchronized = bool(synchronized)
-
-    def _add_moving_stats(self, channels):
-        def stat(name, initializer):
-            return self.add_weight(
-                name=name,
-                shape=(channels,),
-                initializer=initializer,
-                trainable=False,
-                autocast=False,
-                aggregation="mean",
-            )
-
-        self.moving_mean = stat("moving_mean", "zeros")
-        self.moving_variance = stat("moving_variance", "ones")
-
-    def _moments(self, x):
-        """Biased float32 moments over (B, H, W) of x [B, H, W, C]."""
-        x = tf.cast(x, tf.float32)
-        mean = tf.reduce_mean(x, axis=[0, 1, 2])
-        mean_sq = tf.reduce_mean(tf.square(x), axis=[0, 1, 2])
-        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
-        if self.synchronized:
-            ctx = tf.distribute.get_replica_context()
-            if ctx is not None and ctx.num_replicas_in_sync > 1:
-                # Equal per-replica batches, so the mean of means is exact.
-                mean, mean_sq = ctx.all_reduce(
-                    tf.distribute.ReduceOp.MEAN, [mean, mean_sq]
-                )
-                count *= ctx.num_replicas_in_sync
-        variance = tf.maximum(mean_sq - tf.square(mean), 0.0)
-        return mean, variance, count
-
-    def _update_moving_stats(self, mean, variance):
-        decay = self.momentum
-        self.moving_mean.assign(
-            self.moving_mean * decay + mean * (1.0 - decay)
-        )
-        self.moving_variance.assign(
-            self.moving_variance * decay + variance * (1.0 - decay)
-        )
-
-    def _normalize(self, x, mean, variance, gamma, beta):
-        x32 = tf.cast(x, tf.float32)
-        inv = tf.math.rsqrt(variance + self.epsilon) * gamma
-        return tf.cast((x32 - mean) * inv + beta, x.dtype)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            momentum=self.momentum, epsilon=self.epsilon,
-            synchronized=self.synchronized,
-        )
-        return config
-
-
-class ConditionalBatchNorm(_BatchNormBase):
-    """Class-conditional BN of the released generator blocks.
-
-    Per-class gamma (init 1) and beta (init 0) tables [num_classes, C] are
-    gathered by label. Training normalizes with the biased batch moments
-    over (B, H, W) and updates the moving averages
-    m <- m * momentum + batch * (1 - momentum); inference uses the moving
-    averages. Statistics are per replica (released) unless `synchronized`.
-
-    Args:
-        num_classes: rows of the gamma / beta tables.
-        momentum: moving-average decay (released 0.999).
-        epsilon: variance epsilon (released 1e-5).
-        synchronized: all-reduce the batch moments across replicas.
-
-    Call arguments:
-        x: [B, H, W, C].
-        labels: int [B].
-        training: Python bool.
-
-    Returns:
-        [B, H, W, C].
-    """
-
-    def __init__(
-        self, num_classes, momentum=0.999, epsilon=1e-5, synchronized=False,
-        **kwargs,
-    ):
-        super().__init__(momentum, epsilon, synchronized, **kwargs)
-        self.num_classes = int(num_classes)
-
-    def build(self, x_shape, labels_shape=None):
-        channels = int(x_shape[-1])
-        shape = (self.num_classes, channels)
-        self.gamma = self.add_weight(
-            name="gamma", shape=shape, initializer="ones", autocast=False
-        )
-        self.beta = self.add_weight(
-            name="beta", shape=shape, initializer="zeros", autocast=False
-        )
-        self._add_moving_stats(channels)
-
-    def call(self, x, labels, training=False):
-        # [B, C] -> [B, 1, 1, C] so each example gets its class's gain.
-        gamma = tf.gather(tf.convert_to_tensor(self.gamma), labels)
-        beta = tf.gather(tf.convert_to_tensor(self.beta), labels)
-        gamma = gamma[:, None, None, :]
-        beta = beta[:, None, None, :]
-        if training:
-            mean, variance, _ = self._moments(x)
-            self._update_moving_stats(mean, variance)
-        else:
-            mean = tf.convert_to_tensor(self.moving_mean)
-            variance = tf.convert_to_tensor(self.moving_variance)
-        return self._normalize(x, mean, variance, gamma, beta)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(num_classes=self.num_classes)
-        return config
-
-
-class BatchNorm(_BatchNormBase):
-    """Plain BN of the released generator head (`ops.batch_norm`).
-
-    The released code calls `tf.contrib.layers.batch_norm` (scale and
-    center, decay 0.9999, eps 1e-5), whose fused kernel normalizes with the
-    biased batch variance but feeds the moving average the Bessel-corrected
-    one (n / (n - 1)); this layer does the same.
-
-    Args:
-        momentum: moving-average decay (released 0.9999).
-        epsilon: variance epsilon.
-        synchronized: all-reduce the batch moments across replicas.
-
-    Call arguments:
-        x: [B, H, W, C].
-        training: Python bool.
-
-    Returns:
-        [B, H, W, C].
-    """
-
-    def __init__(
-        self, momentum=0.9999, epsilon=1e-5, synchronized=False, **kwargs
-    ):
-        super().__init__(momentum, epsilon, synchronized, **kwargs)
-
-    def build(self, input_shape):
-        channels = int(input_shape[-1])
-        self.gamma = self.add_weight(
-            name="gamma", shape=(channels,), initializer="ones", autocast=False
-        )
-        self.beta = self.add_weight(
-            name="beta", shape=(channels,), initializer="zeros", autocast=False
-        )
-        self._add_moving_stats(channels)
-
-    def call(self, x, training=False):
-        if training:
-            mean, variance, count = self._moments(x)
-            unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
-            self._update_moving_stats(mean, unbiased)
-        else:
-            mean = tf.convert_to_tensor(self.moving_mean)
-            variance = tf.convert_to_tensor(self.moving_variance)
-        gamma = tf.convert_to_tensor(self.gamma)
-        beta = tf.convert_to_tensor(self.beta)
-        return self._normalize(x, mean, variance, gamma, beta)
 
 
 def _pair(value):
