@@ -100,3 +100,70 @@ class TrainConfig:
     seed: int | None = None
     # Console progress line every this many steps.
     log_every_steps: int = 50
+    # > 1 splits the CPU into this many logical devices and mirrors over them
+    # (tries the distributed path without GPUs); ignored when GPUs are
+    # visible or TF_CONFIG is set.
+    num_cpu_devices: int = 0
+    # Testing aid: sets G's learning rate to NaN just before this global step
+    # (1-based; 0 = off) so the non-finite-loss guard can be exercised.
+    inject_nan_at_step: int = 0
+
+
+# TF-GAN's Inception module (the 2015-12-05 graph) on TF-Hub.
+INCEPTION_TFHUB = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation, sampling and export settings (released eval flags)."""
+
+    # Only the generator settings matter here; `number_classes` is the
+    # released eval flag `--num_classes`.
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    # The released evaluator shuffles the real images with a 5000 buffer.
+    data: DataConfig = dataclasses.field(
+        default_factory=lambda: DataConfig(shuffle_buffer_size=5000)
+    )
+    checkpoint_dir: str = "checkpoint"
+    # Names the directory `imagenet_<batch_size>`, as in training.
+    batch_size: int = 64
+    eval_sample_size: int = 50000
+    # Batch fed to G and to Inception.
+    dcgan_generator_batch_size: int = 100
+    # Seconds between looks for a new checkpoint.
+    eval_interval_secs: float = 300
+    # Stop after this many evaluations; 0 = forever, as released.
+    num_evals: int = 0
+    use_ema: bool = False
+    # TF-Hub handle, local module directory or frozen GraphDef `.pb`.
+    inception_path: str = INCEPTION_TFHUB
+    # Side the images are resized to before the classifier.
+    classifier_image_size: int = 299
+    # KID over the first this many real and generated pool_3 vectors; 0 = off.
+    kid_sample_size: int = 10000
+    kid_block_size: int = 1024
+    # Intra-class FID for these classes (empty = off), per-class sample size.
+    intra_fid_classes: tuple[int, ...] = ()
+    intra_fid_sample_size: int = 500
+    # Generated and real images in the TensorBoard grids (released: 16).
+    num_vis_images: int = 16
+    # Real-image statistics cache; "" = the eval log directory.
+    stats_cache_dir: str = ""
+    # A specific checkpoint for sample/export; "" = the latest.
+    checkpoint_path: str = ""
+    # Sampling (`--mode sample`).
+    sample_dir: str = "sample"
+    sample_classes: tuple[int, ...] = (0, 1, 2, 3)
+    samples_per_class: int = 8
+    num_npz_samples: int = 1000
+    interpolation_steps: int = 8
+    # Query pixels (row, column) in image coordinates for attention maps;
+    # empty = the four points at a quarter and three quarters of each side.
+    attention_queries: tuple[tuple[int, int], ...] = ()
+    # Export (`--mode export`); "" = <checkpoint_dir>/export/imagenet_<bs>.
+    export_dir: str = ""
+    seed: int | None = None
+
+    def model_dir_name(self):
+        """Released run directory name, `imagenet_<batch_size>`."""
+        return f"imagenet_{self.batch_size}"

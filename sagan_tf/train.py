@@ -1,0 +1,253 @@
+"""The training program behind `train_imagenet.py`: `run(train_config)`.
+
+It picks the strategy (see `distribute.py`), builds the models and optimizers
+(`trainer.GANTrainer`), resumes from the newest checkpoint of the run
+directory `<checkpoint_dir>/imagenet_<batch_size>`, then runs global steps
+until `max_steps`, with
+
+- TensorBoard summaries every `save_summaries_steps`;
+- a console progress line every `log_every_steps`;
+- checkpoints every `save_checkpoint_secs` (or `save_checkpoint_steps`) and
+  at exit;
+- SIGTERM / SIGINT: save and return normally (exit status 0), so a
+  preempted job loses nothing; a second SIGINT interrupts at once;
+- a non-finite loss: `NonFiniteError` naming the step, with no checkpoint
+  of the bad weights.
+"""
+
+import contextlib
+import signal
+import time
+
+import keras
+
+from sagan_tf import checkpointing, data, distribute, summaries
+from sagan_tf import trainer as trainer_lib
+
+
+class _StopRequest:
+    """Turns SIGTERM / SIGINT into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.signal_name = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False
+
+    @property
+    def requested(self):
+        return self.signal_name is not None
+
+
+@contextlib.contextmanager
+def _precision_policy(mixed_precision):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(
+        trainer_lib.POLICIES[mixed_precision]
+    )
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def run(config, strategy=None, log=print):
+    """Trains G and D as configured; returns the global step reached.
+
+    Args:
+      config: `TrainConfig`.
+      strategy: optional tf.distribute strategy; by default chosen by
+        `distribute.select_strategy(config.num_cpu_devices)`.
+      log: where progress lines go.
+
+    Raises:
+      ValueError: bad configuration (names the flag) or data (`DataError`).
+      checkpointing.NonFiniteError: a loss or weight became NaN / infinite.
+    """
+    trainer_lib.validate_config(config)
+    if strategy is None:
+        strategy = distribute.select_strategy(config.num_cpu_devices)
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+    with _precision_policy(config.mixed_precision):
+        return _Loop(config, strategy, log).run()
+
+
+class _Loop:
+    """State of one `run` call."""
+
+    def __init__(self, config, strategy, log):
+        self.config = config
+        self.strategy = strategy
+        self.log = log
+        self.is_chief, task_id = distribute.worker_info(strategy)
+        self.multi_worker = distribute.is_multi_worker(strategy)
+        self.directory = checkpointing.run_dir(config)
+
+        log(f"Strategy: {type(strategy).__name__} with "
+            f"{strategy.num_replicas_in_sync} replica(s); global batch "
+            f"{config.batch_size * strategy.num_replicas_in_sync}.")
+        log("Resolved configuration:\n" + checkpointing.config_to_json(config))
+        if self.is_chief:
+            path = checkpointing.write_config(self.directory, config)
+            log(f"Wrote {path}")
+
+        self.trainer = trainer_lib.GANTrainer(config, strategy)
+        self.keeper = checkpointing.CheckpointKeeper(
+            self.directory,
+            self.trainer.step,
+            self.trainer.checkpoint_objects(),
+            max_to_keep=config.keep_checkpoints,
+            is_chief=self.is_chief,
+            task_id=task_id,
+        )
+        self.writer = summaries.SummaryWriter(
+            self.directory, enabled=self.is_chief
+        )
+
+    def _restore(self):
+        path = self.keeper.restore_latest()
+        step = int(self.trainer.step.numpy())
+        if path is None:
+            self.log(f"No checkpoint in {self.directory}; starting at step 0.")
+            return step
+        self.log(f"Restored {path}; resuming at global step {step}.")
+        ema = self.trainer.ema_generator
+        if ema is not None and not self.keeper.has_object(
+            path, "ema_generator"
+        ):
+            self.log("The checkpoint has no EMA generator; starting the "
+                     "EMA from the restored generator.")
+            self.trainer.copy_generator_to_ema()
+        return step
+
+    def run(self):
+        c = self.config
+        start = self._restore()
+        if start >= c.max_steps:
+            self.log(f"Global step {start} >= --max_steps {c.max_steps}; "
+                     "nothing to do.")
+            return start
+        self.trainer.seed_noise(start)
+        dataset = data.distributed_dataset(
+            self.strategy,
+            c.data,
+            image_size=c.model.image_size,
+            per_replica_batch_size=c.batch_size,
+            num_classes=c.model.number_classes,
+        )
+        iterator = iter(dataset)
+        try:
+            with _StopRequest() as stop:
+                return self._train(iterator, start, stop)
+        finally:
+            self.writer.close()
+
+    def _train(self, iterator, start, stop):
+        c, trainer = self.config, self.trainer
+        global_batch = trainer.global_batch_size
+        progress = summaries.Throughput(global_batch, start)
+        summary_rate = summaries.Throughput(global_batch, start)
+        last_save_time = time.monotonic()
+        saved_step = start
+        step = start
+        first_call_start = time.perf_counter()
+        steady_start = None
+        while step < c.max_steps:
+            if c.inject_nan_at_step and step + 1 == c.inject_nan_at_step:
+                trainer.poison_generator_learning_rate()
+            with data.clear_errors(c.data):
+                values, real, fake = trainer.train_step(iterator)
+            step += 1
+            if steady_start is None:
+                # The first call traces and compiles; time the rest apart.
+                values["g_loss"].numpy()
+                self.log(f"First step (tracing and compiling) took "
+                         f"{time.perf_counter() - first_call_start:.1f}s.")
+                steady_start = (time.perf_counter(), step)
+                progress.reset(step)
+                summary_rate.reset(step)
+
+            if c.save_checkpoint_steps:
+                save_due = step % c.save_checkpoint_steps == 0
+            else:
+                elapsed = time.monotonic() - last_save_time
+                save_due = elapsed >= c.save_checkpoint_secs
+            stop_now = stop.requested
+            if self.multi_worker:
+                # Every worker must take the same branch (saves and the
+                # next step are collective).
+                stop_now, save_due = trainer.agree(stop_now, save_due)
+            summary_due = step % c.save_summaries_steps == 0
+            log_due = step % c.log_every_steps == 0 or step == c.max_steps
+            if summary_due or log_due or save_due or stop_now:
+                self._check_finite()
+            if summary_due:
+                self._write_summaries(step, values, real, fake, summary_rate)
+            if log_due:
+                steps_per_sec, images_per_sec = progress.rates(step)
+                self.log(summaries.progress_line(
+                    step, c.max_steps, _floats(values), images_per_sec,
+                    steps_per_sec))
+            if save_due:
+                self._save(step)
+                saved_step, last_save_time = step, time.monotonic()
+            if stop_now:
+                self.log(f"Received {stop.signal_name or 'a stop request'} "
+                         f"at global step {step}; saving and exiting.")
+                break
+
+        end_time = time.perf_counter()
+        self._check_finite()
+        if saved_step != step:
+            self._save(step)
+        if steady_start is not None and step > steady_start[1]:
+            seconds = end_time - steady_start[0]
+            steps = step - steady_start[1]
+            self.log(f"Trained {steps} steps after the first in "
+                     f"{seconds:.1f}s: {1000 * seconds / steps:.1f} ms/step, "
+                     f"{steps * global_batch / seconds:.1f} images/sec.")
+        return step
+
+    def _check_finite(self):
+        # Losses first (names the first bad step); a NaN can also hide from
+        # the losses (relu maps it to 0 on some CPUs), so check the weights.
+        self.trainer.check_finite()
+        self.keeper.check_weights()
+
+    def _save(self, step):
+        path = self.keeper.save()
+        if path:
+            self.log(f"Saved checkpoint {path} at global step {step}.")
+
+    def _write_summaries(self, step, values, real, fake, rate):
+        steps_per_sec, images_per_sec = rate.rates(step)
+        scalars = _floats(values)
+        scalars.update(self.trainer.scalar_summaries())
+        if steps_per_sec is not None:
+            scalars["global_step/sec"] = steps_per_sec
+            scalars["images/sec"] = images_per_sec
+        self.writer.scalars(step, scalars)
+        self.writer.images(step, {
+            "input_image_grid": summaries.image_grid(real.numpy()),
+            "generator_grid": summaries.image_grid(fake.numpy()),
+        })
+        self.writer.flush()
+
+
+def _floats(values):
+    return {name: float(value.numpy()) for name, value in values.items()}

@@ -1,0 +1,430 @@
+"""The released SAGAN updates as tf.functions under a tf.distribute strategy.
+
+One global step = `g_step` generator updates, then `d_step` discriminator
+updates (TF-GAN's sequential train hooks run the generator op first). Every
+update draws its own z (standard normal), uniform fake labels and, for D, its
+own real batch. Per-example losses are averaged over the GLOBAL batch with
+`tf.nn.compute_average_loss`, and the Keras optimizers sum the replicas'
+gradients, so N replicas of batch B update exactly like one replica of N*B
+(up to per-replica BN statistics, as released; `sync_batch_norm` removes that
+difference).
+
+SN power-iteration vectors: D writes u only on its pass over real images;
+G runs in training mode in both updates, so its u and its BN moving averages
+advance on every G and every D update, as in the released graph.
+
+`train.run(train_config)` drives these steps (checkpoints, summaries,
+signals).
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from sagan_tf import (
+    checkpointing,
+    data,
+    distribute,
+    losses,
+    models,
+    summaries,
+)
+
+POLICIES = {
+    "none": "float32",
+    "bf16": "mixed_bfloat16",
+    "fp16": "mixed_float16",
+}
+
+
+def validate_config(config):
+    """Checks a TrainConfig; raises ValueError naming the offending flag."""
+
+    def need(ok, flag, value, rule):
+        if not ok:
+            raise ValueError(f"--{flag}={value!r}: {rule}")
+
+    c = config
+    for flag in ("batch_size", "d_step", "g_step", "max_steps"):
+        need(getattr(c, flag) >= 1, flag, getattr(c, flag), "must be >= 1")
+    for flag in (
+        "save_summaries_steps",
+        "keep_checkpoints",
+        "log_every_steps",
+    ):
+        need(getattr(c, flag) >= 1, flag, getattr(c, flag), "must be >= 1")
+    for flag in ("save_checkpoint_secs", "save_checkpoint_steps"):
+        need(getattr(c, flag) >= 0, flag, getattr(c, flag), "must be >= 0")
+    need(
+        c.save_checkpoint_secs > 0 or c.save_checkpoint_steps > 0,
+        "save_checkpoint_secs",
+        c.save_checkpoint_secs,
+        "must be > 0 unless --save_checkpoint_steps is set",
+    )
+    for flag in ("discriminator_learning_rate", "generator_learning_rate"):
+        value = getattr(c, flag)
+        need(
+            math.isfinite(value) and value > 0, flag, value, "must be > 0"
+        )
+    need(0.0 <= c.beta1 < 1.0, "beta1", c.beta1, "must be in [0, 1)")
+    need(
+        0.0 <= c.adam_beta2 < 1.0,
+        "adam_beta2",
+        c.adam_beta2,
+        "must be in [0, 1)",
+    )
+    need(c.adam_epsilon > 0, "adam_epsilon", c.adam_epsilon, "must be > 0")
+    need(
+        0.0 <= c.ema_decay < 1.0, "ema_decay", c.ema_decay, "must be in [0, 1)"
+    )
+    need(
+        c.mixed_precision in POLICIES,
+        "mixed_precision",
+        c.mixed_precision,
+        f"must be one of {sorted(POLICIES)}",
+    )
+    need(c.num_cpu_devices >= 0, "num_cpu_devices", c.num_cpu_devices,
+         "must be >= 0")
+    need(c.inject_nan_at_step >= 0, "inject_nan_at_step",
+         c.inject_nan_at_step, "must be >= 0")
+    need(c.loss_type in ("hinge_loss", "kl_loss"), "loss_type", c.loss_type,
+         "must be 'hinge_loss' or 'kl_loss'")
+    need(c.data.data_format in data.DATA_FORMATS, "data_format",
+         c.data.data_format, f"must be one of {data.DATA_FORMATS}")
+    need(c.data.shuffle_buffer_size >= 0, "shuffle_buffer_size",
+         c.data.shuffle_buffer_size, "must be >= 0")
+    m = c.model
+    need(m.image_size in (32, 64, 128, 256), "image_size", m.image_size,
+         "must be 32, 64, 128 or 256")
+    for flag in ("z_dim", "gf_dim", "df_dim", "number_classes",
+                 "attention_resolution"):
+        need(getattr(m, flag) >= 1, flag, getattr(m, flag), "must be >= 1")
+    for flag in ("generator_type", "discriminator_type"):
+        need(
+            getattr(m, flag) in ("test", "baseline"),
+            flag,
+            getattr(m, flag),
+            "must be 'test' (self-attention) or 'baseline'",
+        )
+
+
+class GANTrainer:
+    """G, D, their optimizers, the optional EMA of G, and the step functions.
+
+    Everything stateful is created inside `strategy.scope()`, and both Adam
+    optimizers are built on their variables before the first step.
+
+    Args:
+      config: `TrainConfig`.
+      strategy: the tf.distribute strategy.
+    """
+
+    def __init__(self, config, strategy):
+        self.config = config
+        self.strategy = strategy
+        self.num_replicas = strategy.num_replicas_in_sync
+        self.global_batch_size = config.batch_size * self.num_replicas
+        self.loss_fns = losses.get_losses(config.loss_type)
+        with strategy.scope():
+            self.generator, self.discriminator = models.build_models(
+                config.model
+            )
+            self.ema_generator = None
+            if config.ema_decay > 0:
+                self.ema_generator = _clone_generator(self.generator)
+            self.g_optimizer = self._make_optimizer(
+                config.generator_learning_rate
+            )
+            self.d_optimizer = self._make_optimizer(
+                config.discriminator_learning_rate
+            )
+            self.g_optimizer.build(self.generator.trainable_variables)
+            self.d_optimizer.build(self.discriminator.trainable_variables)
+            self.step = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="global_step",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+            # -1 while every loss so far was finite; else the first bad step.
+            self.first_non_finite_step = tf.Variable(
+                -1,
+                dtype=tf.int64,
+                trainable=False,
+                name="first_non_finite_step",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+        self._rng = None
+        self.g_update = self._g_update_fn
+        self.d_update = self._d_update_fn
+        if config.xla and distribute.is_default_strategy(strategy):
+            # One replica: each update (forward, backward, Adam) is one XLA
+            # cluster.
+            self.g_update = tf.function(self._g_update_fn, jit_compile=True)
+            self.d_update = tf.function(self._d_update_fn, jit_compile=True)
+        elif config.xla:
+            # Under a mirrored strategy, writing u and the BN statistics (and
+            # the gradient all-reduce) synchronize replicas, which a nested
+            # jit-compiled function cannot do; let XLA cluster what it can.
+            tf.config.optimizer.set_jit("autoclustering")
+        self.train_step = tf.function(self._train_step_fn)
+        self._agree = tf.function(self._agree_fn)
+
+    # ----------------------------------------------------------- building
+
+    def _make_optimizer(self, learning_rate):
+        c = self.config
+        optimizer = keras.optimizers.Adam(
+            learning_rate=float(learning_rate),
+            beta_1=c.beta1,
+            beta_2=c.adam_beta2,
+            epsilon=c.adam_epsilon,
+        )
+        if c.mixed_precision == "fp16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer
+
+    def seed_noise(self, step):
+        """Creates the z / fake-label RNG; seeded runs depend on `step` too.
+
+        Created in the strategy scope, so each replica draws its own stream.
+        """
+        with self.strategy.scope():
+            if self.config.seed is None:
+                self._rng = tf.random.Generator.from_non_deterministic_state()
+            else:
+                self._rng = tf.random.Generator.from_seed(
+                    self.config.seed * 1_000_003 + int(step)
+                )
+
+    def copy_generator_to_ema(self):
+        """Sets every EMA weight (incl. u and BN statistics) to G's."""
+        for w, e in _weight_pairs(self.generator, self.ema_generator):
+            e.assign(w)
+
+    def poison_generator_learning_rate(self):
+        """Testing aid: a NaN learning rate turns G's weights into NaN."""
+        self.g_optimizer.learning_rate = float("nan")
+
+    # ----------------------------------------------------- replica updates
+
+    def _g_grads_fn(self, z, fake_labels):
+        with tf.GradientTape() as tape:
+            fake = self.generator(z, fake_labels, training=True)
+            # Released "NO_OPS" pass: D's u is not written.
+            fake_logits = self.discriminator(
+                fake, fake_labels, training=True, update_sn=False
+            )
+            g_loss = tf.nn.compute_average_loss(
+                self.loss_fns.generator(fake_logits),
+                global_batch_size=self.global_batch_size,
+            )
+            scaled = self.g_optimizer.scale_loss(g_loss)
+        variables = self.generator.trainable_variables
+        return g_loss, tape.gradient(scaled, variables)
+
+    def _g_update_fn(self, z, fake_labels):
+        """One G update on this replica's inputs; returns its g_loss share.
+
+        Args:
+          z: float32 [B, z_dim]; fake_labels: int32 [B].
+        """
+        g_loss, grads = self._g_grads_fn(z, fake_labels)
+        variables = self.generator.trainable_variables
+        self.g_optimizer.apply_gradients(zip(grads, variables))
+        return g_loss
+
+    def _d_grads_fn(self, images, labels, z, fake_labels):
+        # G in training mode (batch moments, moving averages and u advance)
+        # but outside the tape: D's update does not differentiate G.
+        fake = self.generator(z, fake_labels, training=True)
+        with tf.GradientTape() as tape:
+            real_logits = self.discriminator(
+                images, labels, training=True, update_sn=True
+            )
+            fake_logits = self.discriminator(
+                fake, fake_labels, training=True, update_sn=False
+            )
+            loss_real, loss_fake = self.loss_fns.discriminator(
+                real_logits, fake_logits
+            )
+            gb = self.global_batch_size
+            d_loss_real = tf.nn.compute_average_loss(loss_real, gb)
+            d_loss_fake = tf.nn.compute_average_loss(loss_fake, gb)
+            d_loss = d_loss_real + d_loss_fake
+            scaled = self.d_optimizer.scale_loss(d_loss)
+        grads = tape.gradient(scaled, self.discriminator.trainable_variables)
+        # Shares of global means: summing over replicas gives the mean.
+        metrics = tf.stack(
+            [
+                d_loss,
+                d_loss_real,
+                d_loss_fake,
+                tf.reduce_sum(real_logits) / gb,
+                tf.reduce_sum(fake_logits) / gb,
+            ]
+        )
+        return metrics, grads, fake
+
+    def _d_update_fn(self, images, labels, z, fake_labels):
+        """One D update on this replica's inputs.
+
+        Args:
+          images: float32 [B, S, S, 3] in [-1, 1]; labels: int [B];
+          z: float32 [B, z_dim]; fake_labels: int32 [B].
+
+        Returns:
+          (metrics float32 [5]: this replica's shares of d_loss, d_loss_real,
+          d_loss_fake, logit_real, logit_fake; generated images [B, S, S, 3]).
+        """
+        labels = tf.cast(labels, tf.int32)
+        metrics, grads, fake = self._d_grads_fn(
+            images, labels, z, fake_labels
+        )
+        variables = self.discriminator.trainable_variables
+        self.d_optimizer.apply_gradients(zip(grads, variables))
+        return metrics, fake
+
+    def _noise(self, batch_size):
+        z = self._rng.normal([batch_size, self.config.model.z_dim])
+        fake_labels = self._rng.uniform(
+            [batch_size],
+            minval=0,
+            maxval=self.config.model.number_classes,
+            dtype=tf.int32,
+        )
+        return z, fake_labels
+
+    def _g_update_random(self):
+        return self.g_update(*self._noise(self.config.batch_size))
+
+    def _d_update_random(self, images, labels):
+        z, fake_labels = self._noise(self.config.batch_size)
+        metrics, fake = self.d_update(images, labels, z, fake_labels)
+        return metrics, images, fake
+
+    # ------------------------------------------------------ global step
+
+    def update_ema(self):
+        """EMA ← decay·EMA + (1 − decay)·G for every weight (cross-replica)."""
+        decay = self.config.ema_decay
+        for w, e in _weight_pairs(self.generator, self.ema_generator):
+            e.assign(decay * e + (1.0 - decay) * w)
+
+    def _train_step_fn(self, iterator):
+        """One global step; runs in cross-replica context.
+
+        Returns:
+          (metrics dict of scalars, real images, generated images) — the
+          images are the first replica's batch of the last D update.
+        """
+        s = self.strategy
+        g_loss = None
+        for _ in range(self.config.g_step):
+            g_loss = s.run(self._g_update_random)
+            if self.ema_generator is not None:
+                self.update_ema()
+        for _ in range(self.config.d_step):
+            images, labels = next(iterator)
+            metrics, real, fake = s.run(
+                self._d_update_random, args=(images, labels)
+            )
+        total = tf.concat(
+            [
+                tf.reshape(
+                    s.reduce(tf.distribute.ReduceOp.SUM, g_loss, axis=None),
+                    [1],
+                ),
+                s.reduce(tf.distribute.ReduceOp.SUM, metrics, axis=None),
+            ],
+            axis=0,
+        )
+        step = self.step.assign_add(1)
+        finite = tf.reduce_all(tf.math.is_finite(total))
+        first = self.first_non_finite_step
+        first.assign(
+            tf.where(tf.logical_and(first < 0, tf.logical_not(finite)),
+                     step, first)
+        )
+        names = ("g_loss",) + _D_METRICS
+        values = {name: total[i] for i, name in enumerate(names)}
+        local = s.experimental_local_results
+        real = local(real)[0][: summaries.MAX_GRID_IMAGES]
+        fake = local(fake)[0][: summaries.MAX_GRID_IMAGES]
+        return values, real, fake
+
+    def _agree_fn(self, flags):
+        per_replica = self.strategy.run(lambda: tf.identity(flags))
+        return self.strategy.reduce(
+            tf.distribute.ReduceOp.SUM, per_replica, axis=None
+        )
+
+    def agree(self, *flags):
+        """Across workers: each flag is True if any worker's flag is True."""
+        values = tf.constant([float(bool(f)) for f in flags], tf.float32)
+        totals = self._agree(values).numpy()
+        return tuple(bool(t > 0) for t in totals)
+
+    # ------------------------------------------------------------ queries
+
+    def check_finite(self):
+        """Raises NonFiniteError naming the first step with a bad loss."""
+        bad = int(self.first_non_finite_step.numpy())
+        if bad >= 0:
+            raise checkpointing.NonFiniteError(
+                f"Non-finite loss at global step {bad}; stopping. No "
+                "checkpoint with non-finite weights was written; the last "
+                "good one is still in the run directory."
+            )
+
+    def scalar_summaries(self):
+        """Learning rates and attention gains, tag → float."""
+        values = {
+            "d_learning_rate": _to_float(self.d_optimizer.learning_rate),
+            "g_learning_rate": _to_float(self.g_optimizer.learning_rate),
+        }
+        for model in (self.generator, self.discriminator):
+            for layer in model.attention_layers:
+                values[summaries.gamma_tag(layer)] = _to_float(layer.gamma)
+        return values
+
+    def checkpoint_objects(self):
+        """The objects of the checkpoint contract (see checkpointing.py)."""
+        objects = dict(
+            generator=self.generator,
+            discriminator=self.discriminator,
+            g_optimizer=self.g_optimizer,
+            d_optimizer=self.d_optimizer,
+        )
+        if self.ema_generator is not None:
+            objects["ema_generator"] = self.ema_generator
+        return objects
+
+
+_D_METRICS = ("d_loss", "d_loss_real", "d_loss_fake", "logit_real",
+              "logit_fake")
+
+
+def _to_float(value):
+    return float(keras.ops.convert_to_numpy(value))
+
+
+def _clone_generator(generator):
+    config = dict(generator.get_config(), name="ema_generator")
+    ema = models.Generator(**config)
+    ema.build((None, generator.z_dim), (None,))
+    for w, e in _weight_pairs(generator, ema):
+        e.assign(w)
+    return ema
+
+
+def _weight_pairs(generator, ema):
+    """Pairs G's weights with the EMA's (same architecture, same order)."""
+    pairs = list(zip(generator.weights, ema.weights))
+    if len(generator.weights) != len(ema.weights) or any(
+        w.shape != e.shape for w, e in pairs
+    ):
+        raise ValueError("EMA generator does not match the generator.")
+    return pairs

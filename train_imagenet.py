@@ -1,0 +1,256 @@
+"""Trains the Self-Attention GAN on ImageNet (released `train_imagenet.py`).
+
+    CUDA_VISIBLE_DEVICES=0,1,2,3 python train_imagenet.py \\
+        --generator_type test --discriminator_type test --data_dir ./data
+
+Uses every visible GPU (MirroredStrategy; `--batch_size` is per replica),
+or all machines of a TF_CONFIG cluster (MultiWorkerMirroredStrategy, one
+process per machine). Checkpoints and TensorBoard summaries go to
+`<checkpoint_dir>/imagenet_<batch_size>`; a restart in the same directory
+resumes. SIGTERM / Ctrl-C saves a checkpoint and exits with status 0.
+
+Flag defaults live in sagan_tf/config.py.
+"""
+
+import sys
+
+from absl import app, flags
+
+from sagan_tf import checkpointing, train
+from sagan_tf import config as config_lib
+
+_M = config_lib.ModelConfig()
+_D = config_lib.DataConfig()
+_T = config_lib.TrainConfig()
+
+def define_flags(fv=flags.FLAGS):
+    """Defines every flag on `fv`; defaults come from sagan_tf/config.py."""
+    # Released flags: names, defaults and meanings as released.
+    flags.DEFINE_string(
+        "data_dir", _D.data_dir,
+        "Directory with the training TFRecords (released format: "
+        "<data_dir>/*.tfrecords with image_raw + label).",
+        flag_values=fv)
+    flags.DEFINE_string(
+        "checkpoint_dir", _T.checkpoint_dir,
+        "Checkpoints, config.json and TensorBoard events go to "
+        "<checkpoint_dir>/imagenet_<batch_size>.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "batch_size", _T.batch_size,
+        "Images per replica (GPU) per update; the global batch is "
+        "batch_size x replicas.",
+        flag_values=fv)
+    flags.DEFINE_enum(
+        "generator_type", _M.generator_type, ["test", "baseline"],
+        "test = SAGAN generator with self-attention, baseline = without.",
+        flag_values=fv)
+    flags.DEFINE_enum(
+        "discriminator_type", _M.discriminator_type, ["test", "baseline"],
+        "test = SAGAN discriminator with self-attention, baseline = without.",
+        flag_values=fv)
+    flags.DEFINE_enum(
+        "loss_type", _T.loss_type, ["hinge_loss", "kl_loss"],
+        "GAN loss: hinge_loss, or kl_loss (softplus losses for D).",
+        flag_values=fv)
+    flags.DEFINE_float(
+        "discriminator_learning_rate", _T.discriminator_learning_rate,
+        "Adam learning rate of D.",
+        flag_values=fv)
+    flags.DEFINE_float(
+        "generator_learning_rate", _T.generator_learning_rate,
+        "Adam learning rate of G.",
+        flag_values=fv)
+    flags.DEFINE_float("beta1", _T.beta1, "Adam beta_1 (momentum) of both.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "image_size", _M.image_size,
+        "Side of the square training images: 32, 64, 128 (released) or 256.",
+        flag_values=fv)
+    flags.DEFINE_integer("z_dim", _M.z_dim, "Size of the noise vector z.",
+        flag_values=fv)
+    flags.DEFINE_integer("gf_dim", _M.gf_dim, "Base channel width of G.",
+        flag_values=fv)
+    flags.DEFINE_integer("df_dim", _M.df_dim, "Base channel width of D.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "number_classes", _M.number_classes,
+        "Number of classes (labels lie in [0, number_classes)).",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "d_step", _T.d_step, "Discriminator updates per global step.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "g_step", _T.g_step,
+        "Generator updates per global step (they run before the D updates).",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "save_summaries_steps", _T.save_summaries_steps,
+        "Write TensorBoard summaries every this many global steps.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "save_checkpoint_secs", _T.save_checkpoint_secs,
+        "Save a checkpoint every this many seconds (unless "
+        "--save_checkpoint_steps is set).",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "shuffle_buffer_size", _D.shuffle_buffer_size,
+        "Records in the input shuffle buffer.",
+        flag_values=fv)
+
+    # Additions.
+    flags.DEFINE_integer(
+        "max_steps", _T.max_steps, "Stop at this global step.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "save_checkpoint_steps", _T.save_checkpoint_steps,
+        "If > 0, save every this many global steps instead of on the "
+        "--save_checkpoint_secs schedule.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "keep_checkpoints", _T.keep_checkpoints,
+        "Number of most recent checkpoints kept.",
+        flag_values=fv)
+    flags.DEFINE_float(
+        "adam_beta2", _T.adam_beta2,
+        "Adam beta_2 of both optimizers (released: TF1's 0.999; the paper's "
+        "text says 0.9).",
+        flag_values=fv)
+    flags.DEFINE_float(
+        "adam_epsilon", _T.adam_epsilon,
+        "Adam epsilon of both optimizers (released: TF1's 1e-8).",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "attention_resolution", _M.attention_resolution,
+        "Resolution at which the self-attention blocks run (32 as released; "
+        "64 = the released *_64 variants).",
+        flag_values=fv)
+    flags.DEFINE_float(
+        "ema_decay", _T.ema_decay,
+        "If > 0, keep an exponential moving average of G's weights (incl. BN "
+        "statistics) with this decay, e.g. 0.9999; 0 = off, as released.",
+        flag_values=fv)
+    flags.DEFINE_enum(
+        "mixed_precision", _T.mixed_precision, ["none", "bf16", "fp16"],
+        "Keras mixed precision; SN, softmax and losses stay float32. fp16 adds "
+        "dynamic loss scaling to both optimizers.",
+        flag_values=fv)
+    flags.DEFINE_boolean(
+        "xla", _T.xla, "Compile the update steps with XLA (jit_compile).",
+        flag_values=fv)
+    flags.DEFINE_boolean(
+        "sync_batch_norm", _M.sync_batch_norm,
+        "Synchronize G's batch-norm statistics across replicas (released: "
+        "per replica).",
+        flag_values=fv)
+    flags.DEFINE_boolean(
+        "sn_stop_gradient_uv", _M.sn_stop_gradient_uv,
+        "Stop spectral-norm gradients at u and v, as Miyato's and TF-GAN's "
+        "SN do (released: gradients flow through sigma, u and v).",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "seed", _T.seed,
+        "Seed of weights, noise and input shuffling; unset = nondeterministic.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "num_cpu_devices", _T.num_cpu_devices,
+        "If > 1 and no GPU is visible, split the CPU into this many logical "
+        "devices and mirror over them (tries the distributed path on a CPU).",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "log_every_steps", _T.log_every_steps,
+        "Print a progress line every this many global steps.",
+        flag_values=fv)
+    flags.DEFINE_enum(
+        "data_format", _D.data_format, ["records", "jpeg", "tfds"],
+        "records = released raw-uint8 shards, jpeg = common sharded ImageNet "
+        "TFRecords (image/encoded), tfds = tensorflow-datasets imagenet2012.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "label_offset", _D.label_offset,
+        "Added to every label read; use -1 for the JPEG shards' 1..1000.",
+        flag_values=fv)
+    flags.DEFINE_string(
+        "tfds_manual_dir", _D.tfds_manual_dir,
+        "--data_format tfds: directory holding the ImageNet tar files.",
+        flag_values=fv)
+    flags.DEFINE_string(
+        "tfds_data_dir", _D.tfds_data_dir,
+        "--data_format tfds: where TFDS keeps the prepared dataset "
+        "(default: TFDS's own).",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "inject_nan_at_step", _T.inject_nan_at_step,
+        "Testing aid: make G's weights NaN at this global step to exercise the "
+        "non-finite-loss guard; 0 = off.",
+        flag_values=fv)
+
+
+FLAGS = flags.FLAGS
+
+
+def train_config_from_flags(f=FLAGS):
+    """Builds the TrainConfig (with its Model/DataConfig) from parsed flags."""
+    model = config_lib.ModelConfig(
+        image_size=f.image_size,
+        z_dim=f.z_dim,
+        gf_dim=f.gf_dim,
+        df_dim=f.df_dim,
+        number_classes=f.number_classes,
+        generator_type=f.generator_type,
+        discriminator_type=f.discriminator_type,
+        attention_resolution=f.attention_resolution,
+        sync_batch_norm=f.sync_batch_norm,
+        sn_stop_gradient_uv=f.sn_stop_gradient_uv,
+    )
+    data = config_lib.DataConfig(
+        data_dir=f.data_dir,
+        data_format=f.data_format,
+        shuffle_buffer_size=f.shuffle_buffer_size,
+        label_offset=f.label_offset,
+        tfds_manual_dir=f.tfds_manual_dir,
+        tfds_data_dir=f.tfds_data_dir,
+        seed=f.seed,
+    )
+    return config_lib.TrainConfig(
+        model=model,
+        data=data,
+        checkpoint_dir=f.checkpoint_dir,
+        batch_size=f.batch_size,
+        loss_type=f.loss_type,
+        discriminator_learning_rate=f.discriminator_learning_rate,
+        generator_learning_rate=f.generator_learning_rate,
+        beta1=f.beta1,
+        adam_beta2=f.adam_beta2,
+        adam_epsilon=f.adam_epsilon,
+        d_step=f.d_step,
+        g_step=f.g_step,
+        max_steps=f.max_steps,
+        save_summaries_steps=f.save_summaries_steps,
+        save_checkpoint_secs=f.save_checkpoint_secs,
+        save_checkpoint_steps=f.save_checkpoint_steps,
+        keep_checkpoints=f.keep_checkpoints,
+        ema_decay=f.ema_decay,
+        mixed_precision=f.mixed_precision,
+        xla=f.xla,
+        seed=f.seed,
+        log_every_steps=f.log_every_steps,
+        num_cpu_devices=f.num_cpu_devices,
+        inject_nan_at_step=f.inject_nan_at_step,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = train_config_from_flags()
+    try:
+        train.run(config)
+    except (ValueError, checkpointing.NonFiniteError) as e:
+        print(f"train_imagenet.py: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
