@@ -152,48 +152,19 @@ def config_from_flags():
             "--num_towers and --num_workers must be 1: evaluation runs on "
             "one device, as released."
         )
-    model = config_lib.ModelConfig(
-        image_size=FLAGS.image_size,
-        z_dim=FLAGS.z_dim,
-        gf_dim=FLAGS.gf_dim,
-        number_classes=FLAGS.num_classes,
-        generator_type=FLAGS.generator_type,
-        attention_resolution=FLAGS.attention_resolution,
+    # The released eval flag is --num_classes; the model field is
+    # number_classes, as in training.
+    model = config_lib.from_flags(
+        config_lib.ModelConfig, FLAGS, number_classes=FLAGS.num_classes
     )
-    data = config_lib.DataConfig(
-        data_dir=FLAGS.data_dir,
-        data_format=FLAGS.data_format,
-        shuffle_buffer_size=FLAGS.shuffle_buffer_size,
-        label_offset=FLAGS.label_offset,
-        tfds_data_dir=FLAGS.tfds_data_dir,
-        seed=FLAGS.seed,
-    )
-    return config_lib.EvalConfig(
+    return config_lib.from_flags(
+        config_lib.EvalConfig,
+        FLAGS,
         model=model,
-        data=data,
-        checkpoint_dir=FLAGS.checkpoint_dir,
-        batch_size=FLAGS.batch_size,
-        eval_sample_size=FLAGS.eval_sample_size,
-        dcgan_generator_batch_size=FLAGS.dcgan_generator_batch_size,
-        eval_interval_secs=FLAGS.eval_interval_secs,
-        num_evals=FLAGS.num_evals,
-        use_ema=FLAGS.use_ema,
-        inception_path=FLAGS.inception_path,
-        classifier_image_size=FLAGS.classifier_image_size,
-        kid_sample_size=FLAGS.kid_sample_size,
+        data=config_lib.from_flags(config_lib.DataConfig, FLAGS),
         intra_fid_classes=_ints(FLAGS.intra_fid_classes, "intra_fid_classes"),
-        intra_fid_sample_size=FLAGS.intra_fid_sample_size,
-        num_vis_images=FLAGS.num_vis_images,
-        stats_cache_dir=FLAGS.stats_cache_dir,
-        checkpoint_path=FLAGS.checkpoint_path,
-        sample_dir=FLAGS.sample_dir,
         sample_classes=_ints(FLAGS.sample_classes, "sample_classes"),
-        samples_per_class=FLAGS.samples_per_class,
-        num_npz_samples=FLAGS.num_npz_samples,
-        interpolation_steps=FLAGS.interpolation_steps,
         attention_queries=_queries(FLAGS.attention_queries),
-        export_dir=FLAGS.export_dir,
-        seed=FLAGS.seed,
     )
 
 

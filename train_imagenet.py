@@ -191,52 +191,11 @@ FLAGS = flags.FLAGS
 
 def train_config_from_flags(f=FLAGS):
     """Builds the TrainConfig (with its Model/DataConfig) from parsed flags."""
-    model = config_lib.ModelConfig(
-        image_size=f.image_size,
-        z_dim=f.z_dim,
-        gf_dim=f.gf_dim,
-        df_dim=f.df_dim,
-        number_classes=f.number_classes,
-        generator_type=f.generator_type,
-        discriminator_type=f.discriminator_type,
-        attention_resolution=f.attention_resolution,
-        sync_batch_norm=f.sync_batch_norm,
-        sn_stop_gradient_uv=f.sn_stop_gradient_uv,
-    )
-    data = config_lib.DataConfig(
-        data_dir=f.data_dir,
-        data_format=f.data_format,
-        shuffle_buffer_size=f.shuffle_buffer_size,
-        label_offset=f.label_offset,
-        tfds_manual_dir=f.tfds_manual_dir,
-        tfds_data_dir=f.tfds_data_dir,
-        seed=f.seed,
-    )
-    return config_lib.TrainConfig(
-        model=model,
-        data=data,
-        checkpoint_dir=f.checkpoint_dir,
-        batch_size=f.batch_size,
-        loss_type=f.loss_type,
-        discriminator_learning_rate=f.discriminator_learning_rate,
-        generator_learning_rate=f.generator_learning_rate,
-        beta1=f.beta1,
-        adam_beta2=f.adam_beta2,
-        adam_epsilon=f.adam_epsilon,
-        d_step=f.d_step,
-        g_step=f.g_step,
-        max_steps=f.max_steps,
-        save_summaries_steps=f.save_summaries_steps,
-        save_checkpoint_secs=f.save_checkpoint_secs,
-        save_checkpoint_steps=f.save_checkpoint_steps,
-        keep_checkpoints=f.keep_checkpoints,
-        ema_decay=f.ema_decay,
-        mixed_precision=f.mixed_precision,
-        xla=f.xla,
-        seed=f.seed,
-        log_every_steps=f.log_every_steps,
-        num_cpu_devices=f.num_cpu_devices,
-        inject_nan_at_step=f.inject_nan_at_step,
+    return config_lib.from_flags(
+        config_lib.TrainConfig,
+        f,
+        model=config_lib.from_flags(config_lib.ModelConfig, f),
+        data=config_lib.from_flags(config_lib.DataConfig, f),
     )
 
 

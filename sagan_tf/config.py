@@ -11,6 +11,23 @@ so and the flag offers the paper's choice.
 
 import dataclasses
 
+
+def from_flags(cls, flag_values, **overrides):
+    """Builds the dataclass `cls` from the same-named parsed flags.
+
+    Entry points call this with their absl FlagValues: every field that has a
+    flag of its name takes the flag's value, the others keep the defaults
+    below, and `overrides` supply nested configs and renamed flags.
+    """
+    values = {
+        field.name: getattr(flag_values, field.name)
+        for field in dataclasses.fields(cls)
+        if field.name in flag_values
+    }
+    values.update(overrides)
+    return cls(**values)
+
+
 # Released flag values.
 RELEASED_IMAGE_SIZE = 128
 RELEASED_NUM_CLASSES = 1000

@@ -82,26 +82,11 @@ def check_run_config(model_config, directory):
         )
 
 
-def build_generator(model_config):
-    """G alone (no D), variables created."""
-    generator = models.Generator(
-        num_classes=model_config.number_classes,
-        image_size=model_config.image_size,
-        z_dim=model_config.z_dim,
-        gf_dim=model_config.gf_dim,
-        attention_resolution=model_config.generator_attention(),
-        sn_stop_gradient_uv=model_config.sn_stop_gradient_uv,
-        sync_batch_norm=model_config.sync_batch_norm,
-    )
-    generator.build((None, model_config.z_dim), (None,))
-    return generator
-
-
 class GeneratorRestorer:
     """Restores G (or its EMA, `use_ema`) and the step from checkpoints."""
 
     def __init__(self, model_config, use_ema=False):
-        self.generator = build_generator(model_config)
+        self.generator = models.build_generator(model_config)
         self.step = tf.Variable(0, dtype=tf.int64)
         self.name = "ema_generator" if use_ema else "generator"
         self._checkpoint = tf.train.Checkpoint(

@@ -306,16 +306,7 @@ def main(argv):
     del argv
     flags_ = _FLAGS
     output_dir = os.path.normpath(flags_.output_dir)
-    model = config_lib.ModelConfig(
-        image_size=flags_.image_size,
-        z_dim=flags_.z_dim,
-        gf_dim=flags_.gf_dim,
-        df_dim=flags_.df_dim,
-        number_classes=flags_.number_classes,
-        generator_type=flags_.generator_type,
-        discriminator_type=flags_.discriminator_type,
-        attention_resolution=flags_.attention_resolution,
-    )
+    model = config_lib.from_flags(config_lib.ModelConfig, flags_)
     base = config_lib.TrainConfig()
     batch = base.batch_size
     suffix = os.path.basename(output_dir)

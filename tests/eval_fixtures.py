@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import config as config_lib
-from sagan_tf import evaluation
+from sagan_tf import models
 
 FEATURE_DIM = 16
 NUM_LOGITS = 12
@@ -93,10 +93,10 @@ def write_checkpoint(run_dir, model_config, step, ema=False, seed=0):
         The generator that was saved.
     """
     tf.keras.utils.set_random_seed(seed)
-    generator = evaluation.build_generator(model_config)
+    generator = models.build_generator(model_config)
     objects = {"generator": generator}
     if ema:
-        ema_g = evaluation.build_generator(model_config)
+        ema_g = models.build_generator(model_config)
         for dst, src in zip(ema_g.weights, generator.weights):
             dst.assign(src * 0.5)
         objects["ema_generator"] = ema_g

@@ -9,7 +9,7 @@ import eval_fixtures as fx
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import evaluation, export
+from sagan_tf import export, models
 
 MODEL = fx.tiny_model_config()
 
@@ -31,7 +31,7 @@ _LOAD = textwrap.dedent("""
 
 def test_exported_generator_in_a_fresh_process(tmp_path):
     tf.keras.utils.set_random_seed(0)
-    generator = evaluation.build_generator(MODEL)
+    generator = models.build_generator(MODEL)
     export_dir = export.export_generator(generator, str(tmp_path / "export"))
     rng = np.random.default_rng(0)
     z = rng.standard_normal((5, MODEL.z_dim)).astype(np.float32)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf import config as config_lib
-from sagan_tf import evaluation, sampling
+from sagan_tf import models, sampling
 
 MODEL = fx.tiny_model_config()
 
@@ -42,7 +42,7 @@ def _read_png(path):
 
 
 def test_write_samples(tmp_path):
-    generator = evaluation.build_generator(MODEL)
+    generator = models.build_generator(MODEL)
     config = config_lib.EvalConfig(
         model=MODEL, sample_classes=(2, 0), samples_per_class=3,
         num_npz_samples=10, dcgan_generator_batch_size=4,
@@ -89,7 +89,7 @@ def test_baseline_generator_has_no_attention_figure(tmp_path):
                                    sample_classes=(1,), samples_per_class=2,
                                    interpolation_steps=2)
     paths = sampling.write_samples(
-        evaluation.build_generator(model), config, str(tmp_path), 0,
+        models.build_generator(model), config, str(tmp_path), 0,
         attention_resolution=model.generator_attention(),
     )
     assert "attention" not in paths
