@@ -1,0 +1,464 @@
+"""`make demo`: the whole SAGAN pipeline on real images, on a CPU.
+
+Uses scikit-learn's bundled handwritten digits (1,797 images, 8x8, 10
+classes) as a tiny stand-in for ImageNet and runs the real tools on them:
+
+1. writes the digits as a class-folder tree of PNG files
+   (<out_dir>/digits/0 .. 9, so sorted folder order = digit order);
+2. converts that tree with `data/convert_imagenet.py` into training shards;
+3. trains a small CNN classifier on the same shards and saves it as a module
+   `eval_imagenet.py --inception_path` accepts (no Inception network can be
+   downloaded here, so IS and FID are measured against this classifier);
+4. trains a small class-conditional SAGAN with `train_imagenet.py`;
+5. scores the final checkpoint with `eval_imagenet.py` (FID, IS, KID) and
+   writes a class-conditional sample grid with `eval_imagenet.py --mode
+   sample`, then classifies the generated samples per conditioned class;
+6. prints where everything is, the TensorBoard command and the figures
+   (also written to <out_dir>/summary.json).
+
+    python demo/run_demo.py               # what `make demo` runs
+    python demo/run_demo.py --max_steps 200 --eval_sample_size 500  # quicker
+
+Everything goes under --out_dir (default demo_out/), which is cleared first.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+NUM_CLASSES = 10
+# The digits' pixel values run from 0 to 16.
+DIGITS_MAX_VALUE = 16
+
+flags.DEFINE_string("out_dir", os.path.join(ROOT, "demo_out"),
+                    "Everything the demo writes goes here; cleared first.")
+flags.DEFINE_integer("image_size", 32,
+                     "Side of the converted images and of G's output.")
+flags.DEFINE_integer("max_steps", 1500, "Global training steps of the GAN.")
+flags.DEFINE_integer("batch_size", 64, "GAN training batch size.")
+flags.DEFINE_integer("gf_dim", 16, "Base channel width of G.")
+flags.DEFINE_integer("df_dim", 16, "Base channel width of D.")
+flags.DEFINE_integer("attention_resolution", 16,
+                     "Resolution of the attention blocks (must be a D block "
+                     "resolution: 16 at image size 32).")
+flags.DEFINE_float("generator_learning_rate", 1e-4,
+                   "Adam learning rate of G (released: 1e-4).")
+flags.DEFINE_float("discriminator_learning_rate", 4e-4,
+                   "Adam learning rate of D (released: 4e-4).")
+flags.DEFINE_integer("eval_sample_size", 1700,
+                     "Generated and real images for FID / IS (the real "
+                     "images are read in batches of 100: 1,700 of the "
+                     "1,797).")
+flags.DEFINE_integer("classifier_epochs", 15,
+                     "Epochs of the stand-in classifier.")
+flags.DEFINE_integer("seed", 0, "Seed of every stage.")
+
+FLAGS = flags.FLAGS
+
+
+def _stage(title):
+    print(f"\n=== {title} ===", flush=True)
+
+
+def _run(args):
+    """Runs a CLI of this repository, streaming its output; fails loudly."""
+    command = [sys.executable] + args
+    print("$ " + " ".join(command), flush=True)
+    result = subprocess.run(command, cwd=ROOT, check=False)
+    if result.returncode != 0:
+        raise SystemExit(
+            f"run_demo.py: {args[0]} failed with exit status "
+            f"{result.returncode}; see its output above."
+        )
+
+
+# 1. Images ---------------------------------------------------------------
+
+
+def write_digit_folders(folder):
+    """Writes the digits as <folder>/<digit>/<index>.png (8x8 grayscale).
+
+    Returns:
+        Number of images written.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(
+        digits.images * (255.0 / DIGITS_MAX_VALUE)
+    ).astype(np.uint8)
+    for index, (image, label) in enumerate(zip(pixels, digits.target)):
+        class_dir = os.path.join(folder, str(int(label)))
+        os.makedirs(class_dir, exist_ok=True)
+        Image.fromarray(image, mode="L").save(
+            os.path.join(class_dir, f"{index:04d}.png")
+        )
+    return len(pixels)
+
+
+# 3. Stand-in classifier --------------------------------------------------
+
+
+def read_shards(data_dir, image_size):
+    """All converted images: float32 [N, S, S, 3] in [-1, 1], int labels."""
+    import numpy as np
+    import tensorflow as tf
+
+    files = sorted(tf.io.gfile.glob(os.path.join(data_dir, "*.tfrecords")))
+    spec = {
+        "image_raw": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+    }
+    images, labels = [], []
+    for batch in tf.data.TFRecordDataset(files).batch(1024):
+        example = tf.io.parse_example(batch, spec)
+        pixels = tf.io.decode_raw(example["image_raw"], tf.uint8).numpy()
+        # [B, S*S*3] -> [B, S, S, 3]
+        images.append(pixels.reshape(-1, image_size, image_size, 3))
+        labels.append(example["label"].numpy())
+    images = np.concatenate(images).astype(np.float32) / 127.5 - 1.0
+    return images, np.concatenate(labels).astype(np.int32)
+
+
+def build_classifier(image_size):
+    """A small CNN as a tf.Module: images -> (pool features, logits).
+
+    Images of any size are resized to `image_size` first, so the module
+    also works when the evaluator feeds another size.
+    """
+    import keras
+    import tensorflow as tf
+
+    class DigitClassifier(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.image_size = image_size
+            # [B, S, S, 3] -> [B, 128] pool features.
+            self.trunk = keras.Sequential([
+                keras.Input((image_size, image_size, 3)),
+                keras.layers.Conv2D(32, 3, padding="same",
+                                    activation="relu"),
+                keras.layers.MaxPooling2D(),  # S/2
+                keras.layers.Conv2D(64, 3, padding="same",
+                                    activation="relu"),
+                keras.layers.MaxPooling2D(),  # S/4
+                keras.layers.Conv2D(128, 3, padding="same",
+                                    activation="relu"),
+                keras.layers.GlobalAveragePooling2D(),
+            ])
+            self.head = keras.Sequential([
+                keras.Input((128,)),
+                keras.layers.Dropout(0.3),
+                keras.layers.Dense(NUM_CLASSES),
+            ])
+
+        def __call__(self, images, training=False):
+            images = tf.image.resize(
+                images, [self.image_size, self.image_size]
+            )
+            pool = self.trunk(images, training=training)
+            return pool, self.head(pool, training=training)
+
+    return DigitClassifier()
+
+
+def train_classifier(images, labels, image_size, epochs, seed):
+    """Trains the stand-in classifier; returns (module, held-out accuracy).
+
+    A fifth of the digits is held out to measure the accuracy of the very
+    classifier the evaluation then uses.
+    """
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(seed)
+    order = np.random.default_rng(seed).permutation(len(images))
+    held, fit = order[: len(order) // 5], order[len(order) // 5:]
+    classifier = build_classifier(image_size)
+    model = keras.Sequential([classifier.trunk, classifier.head])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(images[fit], labels[fit], batch_size=64, epochs=epochs,
+              verbose=0)
+    _, accuracy = model.evaluate(images[held], labels[held], verbose=0)
+    return classifier, float(accuracy)
+
+
+def class_accuracy(classifier_dir, samples_path, image_size):
+    """Per conditioned class: share of samples the classifier gives that class.
+
+    Returns:
+        ({class: accuracy}, overall accuracy, samples per class).
+    """
+    import numpy as np
+
+    from sagan_tf import inception
+
+    classifier = inception.load_classifier(classifier_dir, image_size)
+    with np.load(samples_path) as npz:
+        images, labels = npz["images"], npz["labels"]
+    _, logits = classifier(images.astype(np.float32) / 127.5 - 1.0)
+    predicted = np.argmax(logits.numpy(), axis=1)
+    per_class, counts = {}, {}
+    for c in range(NUM_CLASSES):
+        mask = labels == c
+        counts[c] = int(mask.sum())
+        hits = predicted[mask] == c
+        per_class[c] = float(np.mean(hits)) if counts[c] else 0.0
+    return per_class, float(np.mean(predicted == labels)), counts
+
+
+# 5. Standing batch-norm statistics ---------------------------------------
+
+
+def _batch_norm_layers(generator):
+    return [layer for block in generator.blocks
+            for layer in (block.cbn_0, block.cbn_1)] + [generator.g_bn]
+
+
+def write_standing_statistics(model_config, src_run_dir, dst_run_dir,
+                              num_batches, batch_size, seed):
+    """Copies G's last checkpoint with its BN moving statistics recomputed.
+
+    G's BN layers keep moving averages with the released decays (0.999 in
+    the blocks, 0.9999 in the head), which need far more updates than a
+    short run gives: after 1.5k steps the head's averages still hold about
+    three quarters of their initial values, and G in inference mode draws
+    grey blurs although it draws digits in training mode. Like BigGAN's
+    "standing statistics", each average is set to the mean of the batch
+    moments over `num_batches` batches of G in training mode (also one
+    more power iteration of G's spectral norms, as any training step).
+
+    Returns:
+        Path of the checkpoint written under `dst_run_dir`.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from sagan_tf import evaluation
+
+    restorer = evaluation.GeneratorRestorer(model_config)
+    step = restorer.restore(tf.train.latest_checkpoint(src_run_dir))
+    generator = restorer.generator
+    bn_layers = _batch_norm_layers(generator)
+    decays = [layer.momentum for layer in bn_layers]
+    rng = np.random.default_rng(seed)
+    try:
+        for k in range(num_batches):
+            # Decay k / (k + 1) makes the average the running mean of the
+            # batch moments seen so far.
+            for layer in bn_layers:
+                layer.momentum = k / (k + 1.0)
+            z = rng.standard_normal((batch_size, model_config.z_dim))
+            labels = np.arange(batch_size) % model_config.number_classes
+            generator(tf.constant(z, tf.float32),
+                      tf.constant(labels, tf.int32), training=True)
+    finally:
+        for layer, decay in zip(bn_layers, decays):
+            layer.momentum = decay
+    os.makedirs(dst_run_dir, exist_ok=True)
+    shutil.copy(os.path.join(src_run_dir, "config.json"), dst_run_dir)
+    checkpoint = tf.train.Checkpoint(step=restorer.step, generator=generator)
+    manager = tf.train.CheckpointManager(checkpoint, dst_run_dir, 1)
+    return manager.save(checkpoint_number=step)
+
+
+# The pipeline ------------------------------------------------------------
+
+
+def _evaluate(name, eval_flags, root, sample_dir, classifier_dir):
+    """eval_imagenet.py (FID, IS, KID) then --mode sample, on one run.
+
+    Returns:
+        Figures: step, fid, incscore, kid, generated_accuracy and
+        generated_accuracy_per_class.
+    """
+    flags_here = eval_flags + [f"--checkpoint_dir={root}"]
+    _run(["eval_imagenet.py"] + flags_here + [
+        "--num_evals=1", "--eval_interval_secs=1",
+        f"--eval_sample_size={FLAGS.eval_sample_size}",
+        f"--kid_sample_size={FLAGS.eval_sample_size}",
+        "--shuffle_buffer_size=2000",
+    ])
+    _run(["eval_imagenet.py"] + flags_here + [
+        "--mode=sample", f"--sample_dir={sample_dir}",
+        "--sample_classes=" + ",".join(str(c) for c in range(NUM_CLASSES)),
+        "--samples_per_class=10", "--num_npz_samples=1000",
+    ])
+    results = os.path.join(
+        root, "eval", f"imagenet_{FLAGS.batch_size}", "results.jsonl"
+    )
+    with open(results) as f:
+        result = json.loads(f.read().splitlines()[-1])
+    figures = {k: result[k] for k in ("step", "fid", "incscore", "kid")
+               if k in result}
+    per_class, overall, counts = class_accuracy(
+        classifier_dir, os.path.join(sample_dir, "samples.npz"),
+        FLAGS.image_size,
+    )
+    figures["generated_accuracy"] = overall
+    figures["generated_accuracy_per_class"] = per_class
+    figures["samples_per_class"] = counts
+    print(f"{name}: FID {figures['fid']:.2f}, IS {figures['incscore']:.2f}, "
+          f"accuracy on generated digits {overall:.3f}", flush=True)
+    return figures
+
+
+def main(argv):
+    del argv
+    from absl import logging
+
+    # TensorFlow's INFO lines (saver, SavedModel builder) drown the demo's.
+    logging.set_verbosity(logging.WARNING)
+    out = os.path.abspath(FLAGS.out_dir)
+    if os.path.exists(out):
+        print(f"Removing the previous demo output {out}", flush=True)
+        shutil.rmtree(out)
+    folders = os.path.join(out, "digits")
+    data_dir = os.path.join(out, "data")
+    classifier_dir = os.path.join(out, "classifier")
+    checkpoint_dir = os.path.join(out, "checkpoint")
+    standing_dir = os.path.join(out, "standing_stats")
+    run_name = f"imagenet_{FLAGS.batch_size}"
+    size = FLAGS.image_size
+    times, figures = {}, {}
+    start_all = time.monotonic()
+
+    def timed(name, fn):
+        start = time.monotonic()
+        value = fn()
+        times[name] = round(time.monotonic() - start, 1)
+        print(f"[{name}: {times[name]:.1f} s]", flush=True)
+        return value
+
+    _stage("1/6 Writing scikit-learn's digits as class folders of PNGs")
+    count = timed("write_images", lambda: write_digit_folders(folders))
+    print(f"Wrote {count} images to {folders}/0 .. 9", flush=True)
+
+    _stage("2/6 Converting them with data/convert_imagenet.py")
+    timed("convert", lambda: _run([
+        "data/convert_imagenet.py", f"--input_dir={folders}",
+        f"--output_dir={data_dir}", f"--image_size={size}",
+        "--num_shards=4", f"--seed={FLAGS.seed}",
+    ]))
+
+    _stage("3/6 Training the stand-in classifier (Inception's place)")
+
+    def classifier_stage():
+        from sagan_tf import inception
+
+        images, labels = read_shards(data_dir, size)
+        classifier, accuracy = train_classifier(
+            images, labels, size, FLAGS.classifier_epochs, FLAGS.seed
+        )
+        inception.save_classifier_as_savedmodel(classifier, classifier_dir)
+        return accuracy
+
+    figures["classifier_heldout_accuracy"] = timed(
+        "classifier", classifier_stage
+    )
+    print(f"Held-out accuracy on real digits: "
+          f"{figures['classifier_heldout_accuracy']:.3f}; saved to "
+          f"{classifier_dir}", flush=True)
+
+    _stage("4/6 Training the SAGAN with train_imagenet.py")
+    model_flags = [
+        f"--image_size={size}", f"--gf_dim={FLAGS.gf_dim}",
+        f"--attention_resolution={FLAGS.attention_resolution}",
+        f"--batch_size={FLAGS.batch_size}", f"--data_dir={data_dir}",
+    ]
+    train_args = ["train_imagenet.py"] + model_flags + [
+        f"--checkpoint_dir={checkpoint_dir}",
+        f"--number_classes={NUM_CLASSES}", f"--df_dim={FLAGS.df_dim}",
+        f"--generator_learning_rate={FLAGS.generator_learning_rate}",
+        f"--discriminator_learning_rate={FLAGS.discriminator_learning_rate}",
+        f"--max_steps={FLAGS.max_steps}",
+        # One checkpoint, at the end: the evaluator takes the oldest one.
+        f"--save_checkpoint_steps={FLAGS.max_steps}",
+        "--save_summaries_steps=100", "--log_every_steps=100",
+        "--shuffle_buffer_size=2000", f"--seed={FLAGS.seed}",
+    ]
+    timed("train", lambda: _run(train_args))
+    figures["steps"] = FLAGS.max_steps
+
+    _stage("5/6 Scoring with eval_imagenet.py and sampling")
+    from sagan_tf import config as config_lib
+
+    eval_flags = model_flags + [
+        f"--num_classes={NUM_CLASSES}",
+        f"--inception_path={classifier_dir}",
+        f"--classifier_image_size={size}", f"--seed={FLAGS.seed}",
+    ]
+    figures["as_trained"] = timed("eval_as_trained", lambda: _evaluate(
+        "As trained (released BN moving averages)", eval_flags,
+        checkpoint_dir, os.path.join(out, "samples_as_trained"),
+        classifier_dir,
+    ))
+    model_config = config_lib.ModelConfig(
+        image_size=size, gf_dim=FLAGS.gf_dim, number_classes=NUM_CLASSES,
+        attention_resolution=FLAGS.attention_resolution,
+    )
+    path = timed("standing_stats", lambda: write_standing_statistics(
+        model_config, os.path.join(checkpoint_dir, run_name),
+        os.path.join(standing_dir, run_name), num_batches=10,
+        batch_size=200, seed=FLAGS.seed,
+    ))
+    print(f"Wrote G with standing BN statistics to {path}", flush=True)
+    sample_dir = os.path.join(out, "samples")
+    figures["standing_stats"] = timed("eval_standing", lambda: _evaluate(
+        "Standing BN statistics", eval_flags, standing_dir, sample_dir,
+        classifier_dir,
+    ))
+
+    _stage("6/6 Results")
+    times["total"] = round(time.monotonic() - start_all, 1)
+    grid = os.path.join(sample_dir, "class_grid.png")
+    summary = {
+        "figures": figures,
+        "seconds": times,
+        "train_command": "python " + " ".join(train_args),
+        "grid": grid,
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"Training: {FLAGS.max_steps} steps of batch {FLAGS.batch_size} "
+          f"in {times['train']:.0f} s (incl. start-up); load average "
+          f"{summary['load_average_1min_at_end']} on {os.cpu_count()} CPUs")
+    print(f"Scores against the stand-in digit classifier "
+          f"({FLAGS.eval_sample_size} images):")
+    for key, name in (("as_trained", "as trained"),
+                      ("standing_stats", "standing BN statistics")):
+        f = figures[key]
+        print(f"  {name:24s} FID {f['fid']:7.2f}  IS {f['incscore']:5.2f}  "
+              f"accuracy on generated digits {f['generated_accuracy']:.3f}")
+    standing = figures["standing_stats"]
+    print("Accuracy per conditioned class (standing BN statistics):")
+    print("  " + "  ".join(
+        f"{c}: {standing['generated_accuracy_per_class'][c]:.2f}"
+        for c in range(NUM_CLASSES)))
+    print("Seconds per stage: " + ", ".join(
+        f"{k} {v:.0f}" for k, v in times.items()))
+    print(f"\nClass grid (row = digit 0..9): {grid}")
+    print(f"Figures: {os.path.join(out, 'summary.json')}")
+    print(f"TensorBoard: tensorboard --logdir {out}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,56 @@
+"""Quick checks of the pieces of demo/run_demo.py (the demo itself is slow)."""
+
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from sklearn.datasets import load_digits
+
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "demo")
+)
+
+import run_demo  # noqa: E402
+
+
+def test_digit_folders_hold_every_digit_scaled_to_255(tmp_path):
+    count = run_demo.write_digit_folders(str(tmp_path))
+    digits = load_digits()
+    assert count == len(digits.images) == 1797
+    assert sorted(os.listdir(tmp_path)) == [str(d) for d in range(10)]
+    for d in range(10):
+        names = os.listdir(tmp_path / str(d))
+        assert len(names) == int(np.sum(digits.target == d))
+    # Index 0 is a zero; its pixels 0..16 become 0..255.
+    image = np.asarray(Image.open(tmp_path / "0" / "0000.png"))
+    assert image.shape == (8, 8)
+    np.testing.assert_array_equal(
+        image, np.round(digits.images[0] * 255 / 16).astype(np.uint8)
+    )
+    assert image.max() > 200
+
+
+def test_classifier_gives_pool_and_logits_for_any_input_size():
+    classifier = run_demo.build_classifier(16)
+    for size in (16, 32):
+        pool, logits = classifier(tf.zeros([3, size, size, 3]))
+        assert pool.shape == (3, 128)
+        assert logits.shape == (3, run_demo.NUM_CLASSES)
+
+
+def test_read_shards_returns_the_records_in_unit_range(tmp_path):
+    pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    with tf.io.TFRecordWriter(str(tmp_path / "a.tfrecords")) as writer:
+        for label, image in enumerate(pixels):
+            example = tf.train.Example(features=tf.train.Features(feature={
+                "image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[image.tobytes()])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(
+                    value=[label + 3])),
+            }))
+            writer.write(example.SerializeToString())
+    images, labels = run_demo.read_shards(str(tmp_path), 4)
+    np.testing.assert_allclose(images, pixels / 127.5 - 1.0, atol=1e-6)
+    np.testing.assert_array_equal(labels, [3, 4])
