@@ -251,8 +251,12 @@ class GANTrainer:
                 real_logits, fake_logits
             )
             gb = self.global_batch_size
-            d_loss_real = tf.nn.compute_average_loss(loss_real, gb)
-            d_loss_fake = tf.nn.compute_average_loss(loss_fake, gb)
+            d_loss_real = tf.nn.compute_average_loss(
+                loss_real, global_batch_size=gb
+            )
+            d_loss_fake = tf.nn.compute_average_loss(
+                loss_fake, global_batch_size=gb
+            )
             d_loss = d_loss_real + d_loss_fake
             scaled = self.d_optimizer.scale_loss(d_loss)
         grads = tape.gradient(scaled, self.discriminator.trainable_variables)

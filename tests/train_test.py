@@ -201,6 +201,32 @@ def test_two_replicas_match_one_replica_on_the_same_global_batch(stepped):
             np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5 * scale)
 
 
+def test_logged_d_losses_are_the_released_means():
+    """d_loss_real and logit_real are plain means over the global batch.
+
+    The reference applies the released formulas with numpy to D's logits
+    from the same weights, computed before the update writes anything.
+    """
+    t = trainer.GANTrainer(
+        _config(GLOBAL_BATCH), tf.distribute.get_strategy()
+    )
+    inputs = _inputs()
+    logits = t.discriminator(
+        inputs["images"], inputs["labels"], training=True, update_sn=False
+    ).numpy().astype(np.float64)
+    metrics, _ = t.d_update(
+        inputs["images"], inputs["labels"], inputs["z2"],
+        inputs["fake_labels2"],
+    )
+    metrics = metrics.numpy()
+    np.testing.assert_allclose(
+        metrics[1], np.mean(np.maximum(0.0, 1.0 - logits)), rtol=1e-5)
+    np.testing.assert_allclose(metrics[3], np.mean(logits), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(metrics[0], metrics[1] + metrics[2],
+                               rtol=1e-6)
+
+
 def test_one_step_runs_one_g_and_one_d_update(stepped):
     one = stepped["one"]
     assert int(one.g_optimizer.iterations.numpy()) == 1
