@@ -48,6 +48,61 @@ def write_config(directory, train_config):
     return path
 
 
+# ModelConfig fields that fix the shapes of the checkpointed variables.
+ARCHITECTURE_FIELDS = (
+    "image_size",
+    "z_dim",
+    "gf_dim",
+    "df_dim",
+    "number_classes",
+    "generator_type",
+    "discriminator_type",
+    "attention_resolution",
+)
+
+
+def check_model_config(model_config, directory, flags=None):
+    """Fails when `<directory>/config.json` describes another architecture.
+
+    Restoring a checkpoint into differently shaped models fails deep inside
+    TensorFlow; this names the flags to fix instead.
+
+    Args:
+      model_config: the ModelConfig about to be restored into.
+      directory: the run directory.
+      flags: dict ModelConfig field -> flag name, the fields to compare
+        (default: every ARCHITECTURE_FIELDS entry, under its own name).
+
+    Raises:
+      ValueError: naming every differing flag, its value and the run's.
+    """
+    path = os.path.join(directory, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return
+    with tf.io.gfile.GFile(path) as f:
+        saved = json.load(f).get("model", {})
+    flags = flags or {field: field for field in ARCHITECTURE_FIELDS}
+    # Baseline networks have no attention block to place.
+    uses_attention = any(
+        getattr(model_config, kind) != "baseline"
+        for kind in ("generator_type", "discriminator_type")
+        if kind in flags
+    )
+    diffs = []
+    for field, flag in flags.items():
+        if field == "attention_resolution" and not uses_attention:
+            continue
+        ours = getattr(model_config, field)
+        if field in saved and saved[field] != ours:
+            diffs.append(f"--{flag}={ours} (the run used {saved[field]})")
+    if diffs:
+        raise ValueError(
+            f"{path}: these flags differ from the run's settings: "
+            + ", ".join(diffs)
+            + ". Pass the run's values, or another --checkpoint_dir."
+        )
+
+
 @tf.function
 def _all_finite(variables):
     flags = [tf.reduce_all(tf.math.is_finite(v)) for v in variables]

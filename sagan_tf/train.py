@@ -102,6 +102,7 @@ class _Loop:
             f"{strategy.num_replicas_in_sync} replica(s); global batch "
             f"{config.batch_size * strategy.num_replicas_in_sync}.")
         log("Resolved configuration:\n" + checkpointing.config_to_json(config))
+        checkpointing.check_model_config(config.model, self.directory)
         if self.is_chief:
             path = checkpointing.write_config(self.directory, config)
             log(f"Wrote {path}")

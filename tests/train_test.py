@@ -321,3 +321,16 @@ def test_image_grid_layout():
     grid = summaries.image_grid(images)
     assert grid.shape == (1, 6, 6, 3) and grid.dtype == np.uint8
     assert np.all(grid[0, 4:, 3:] == 255) and np.all(grid[0, :4] == 0)
+
+
+def test_resume_with_another_architecture_names_the_flags(tmp_path):
+    saved = _config(GLOBAL_BATCH)
+    checkpointing.write_config(str(tmp_path), saved)
+    other = dataclasses.replace(saved.model, gf_dim=16, number_classes=9)
+    with pytest.raises(ValueError) as e:
+        checkpointing.check_model_config(other, str(tmp_path))
+    assert "--gf_dim=16 (the run used 8)" in str(e.value)
+    assert "--number_classes=9 (the run used 4)" in str(e.value)
+    # Settings that do not change any shape are not compared.
+    same_shapes = dataclasses.replace(saved.model, sync_batch_norm=False)
+    checkpointing.check_model_config(same_shapes, str(tmp_path))
