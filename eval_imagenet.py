@@ -13,6 +13,9 @@ attention maps of the latest (or --checkpoint_path) checkpoint into
 
 --mode export: the generator as a SavedModel with the signature
 generate(z, labels) -> images into --export_dir.
+
+--standing_stats_batches N (all modes, off by default) recomputes G's BN
+moving averages from N batches of G in training mode after restoring it.
 """
 
 import os
@@ -78,6 +81,19 @@ flags.DEFINE_integer("num_evals", _EVAL.num_evals,
                      "Stop after this many evaluations; 0 = run forever.")
 flags.DEFINE_boolean("use_ema", _EVAL.use_ema,
                      "Use the EMA of G's weights (training --ema_decay > 0).")
+flags.DEFINE_integer("standing_stats_batches", _EVAL.standing_stats_batches,
+                     "Standing BN statistics (BigGAN; not in the release): "
+                     "after restoring G, set its BN moving averages to the "
+                     "mean batch moments of this many batches of G in "
+                     "training mode (uniform classes, normal z), for every "
+                     "mode; the checkpoint is not changed. Helps short "
+                     "runs, whose averages (decay 0.999 / 0.9999) are "
+                     "still near their initial values. 0 = off "
+                     "(released).")
+flags.DEFINE_integer("standing_stats_batch_size",
+                     _EVAL.standing_stats_batch_size,
+                     "Samples per standing-statistics batch; 0 = "
+                     "--dcgan_generator_batch_size.")
 flags.DEFINE_integer("image_size", _MODEL.image_size, "Side of G's images.")
 flags.DEFINE_integer("attention_resolution", _MODEL.attention_resolution,
                      "Resolution of G's attention block.")
@@ -179,7 +195,7 @@ def main(argv):
         return
     evaluation.check_run_config(config.model, evaluation.run_dir(config))
     path = evaluation.latest_checkpoint(config)
-    restorer = evaluation.GeneratorRestorer(config.model, config.use_ema)
+    restorer = evaluation.GeneratorRestorer.from_config(config)
     step = restorer.restore(path)
     print(f"Restored {restorer.name} from {path} (step {step})", flush=True)
     if FLAGS.mode == "sample":

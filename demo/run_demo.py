@@ -13,6 +13,9 @@ classes) as a tiny stand-in for ImageNet and runs the real tools on them:
 5. scores the final checkpoint with `eval_imagenet.py` (FID, IS, KID) and
    writes a class-conditional sample grid with `eval_imagenet.py --mode
    sample`, then classifies the generated samples per conditioned class;
+   all of it twice: as trained (released) and with
+   `--standing_stats_batches` (G's batch-norm averages recomputed, see
+   demo/README.md);
 6. prints where everything is, the TensorBoard command and the figures
    (also written to <out_dir>/summary.json).
 
@@ -60,6 +63,14 @@ flags.DEFINE_integer("eval_sample_size", 1700,
                      "Generated and real images for FID / IS (the real "
                      "images are read in batches of 100: 1,700 of the "
                      "1,797).")
+flags.DEFINE_integer("standing_stats_batches", 10,
+                     "Batches of G in training mode for the second "
+                     "evaluation's standing BN statistics "
+                     "(eval_imagenet.py --standing_stats_batches).",
+                     lower_bound=1)
+flags.DEFINE_integer("standing_stats_batch_size", 200,
+                     "Samples per standing-statistics batch.",
+                     lower_bound=1)
 flags.DEFINE_integer("classifier_epochs", 15,
                      "Epochs of the stand-in classifier.")
 flags.DEFINE_integer("seed", 0, "Seed of every stage.")
@@ -224,72 +235,44 @@ def class_accuracy(classifier_dir, samples_path, image_size):
     return per_class, float(np.mean(predicted == labels)), counts
 
 
-# 5. Standing batch-norm statistics ---------------------------------------
-
-
-def _batch_norm_layers(generator):
-    return [layer for block in generator.blocks
-            for layer in (block.cbn_0, block.cbn_1)] + [generator.g_bn]
-
-
-def write_standing_statistics(model_config, src_run_dir, dst_run_dir,
-                              num_batches, batch_size, seed):
-    """Copies G's last checkpoint with its BN moving statistics recomputed.
-
-    G's BN layers keep moving averages with the released decays (0.999 in
-    the blocks, 0.9999 in the head), which need far more updates than a
-    short run gives: after 1.5k steps the head's averages still hold about
-    three quarters of their initial values, and G in inference mode draws
-    grey blurs although it draws digits in training mode. Like BigGAN's
-    "standing statistics", each average is set to the mean of the batch
-    moments over `num_batches` batches of G in training mode (also one
-    more power iteration of G's spectral norms, as any training step).
-
-    Returns:
-        Path of the checkpoint written under `dst_run_dir`.
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    from sagan_tf import evaluation
-
-    restorer = evaluation.GeneratorRestorer(model_config)
-    step = restorer.restore(tf.train.latest_checkpoint(src_run_dir))
-    generator = restorer.generator
-    bn_layers = _batch_norm_layers(generator)
-    decays = [layer.momentum for layer in bn_layers]
-    rng = np.random.default_rng(seed)
-    try:
-        for k in range(num_batches):
-            # Decay k / (k + 1) makes the average the running mean of the
-            # batch moments seen so far.
-            for layer in bn_layers:
-                layer.momentum = k / (k + 1.0)
-            z = rng.standard_normal((batch_size, model_config.z_dim))
-            labels = np.arange(batch_size) % model_config.number_classes
-            generator(tf.constant(z, tf.float32),
-                      tf.constant(labels, tf.int32), training=True)
-    finally:
-        for layer, decay in zip(bn_layers, decays):
-            layer.momentum = decay
-    os.makedirs(dst_run_dir, exist_ok=True)
-    shutil.copy(os.path.join(src_run_dir, "config.json"), dst_run_dir)
-    checkpoint = tf.train.Checkpoint(step=restorer.step, generator=generator)
-    manager = tf.train.CheckpointManager(checkpoint, dst_run_dir, 1)
-    return manager.save(checkpoint_number=step)
-
-
 # The pipeline ------------------------------------------------------------
 
 
-def _evaluate(name, eval_flags, root, sample_dir, classifier_dir):
+def read_result(results_path, standing_stats_batches):
+    """The last results.jsonl entry with this `standing_stats_batches`.
+
+    Both evaluations of the demo append to the same results.jsonl; entries
+    without the field come from evaluations without standing statistics.
+    """
+    with open(results_path) as f:
+        entries = [json.loads(line) for line in f if line.strip()]
+    matching = [e for e in entries
+                if e.get("standing_stats_batches", 0)
+                == standing_stats_batches]
+    if not matching:
+        raise SystemExit(
+            f"run_demo.py: {results_path} has no result with "
+            f"standing_stats_batches={standing_stats_batches}"
+        )
+    return matching[-1]
+
+
+def _evaluate(name, eval_flags, root, sample_dir, classifier_dir,
+              standing_stats_batches=0):
     """eval_imagenet.py (FID, IS, KID) then --mode sample, on one run.
+
+    Both run with `--standing_stats_batches=standing_stats_batches` (0 =
+    the released moving averages).
 
     Returns:
         Figures: step, fid, incscore, kid, generated_accuracy and
         generated_accuracy_per_class.
     """
-    flags_here = eval_flags + [f"--checkpoint_dir={root}"]
+    flags_here = eval_flags + [
+        f"--checkpoint_dir={root}",
+        f"--standing_stats_batches={standing_stats_batches}",
+        f"--standing_stats_batch_size={FLAGS.standing_stats_batch_size}",
+    ]
     _run(["eval_imagenet.py"] + flags_here + [
         "--num_evals=1", "--eval_interval_secs=1",
         f"--eval_sample_size={FLAGS.eval_sample_size}",
@@ -304,8 +287,7 @@ def _evaluate(name, eval_flags, root, sample_dir, classifier_dir):
     results = os.path.join(
         root, "eval", f"imagenet_{FLAGS.batch_size}", "results.jsonl"
     )
-    with open(results) as f:
-        result = json.loads(f.read().splitlines()[-1])
+    result = read_result(results, standing_stats_batches)
     figures = {k: result[k] for k in ("step", "fid", "incscore", "kid")
                if k in result}
     per_class, overall, counts = class_accuracy(
@@ -334,8 +316,6 @@ def main(argv):
     data_dir = os.path.join(out, "data")
     classifier_dir = os.path.join(out, "classifier")
     checkpoint_dir = os.path.join(out, "checkpoint")
-    standing_dir = os.path.join(out, "standing_stats")
-    run_name = f"imagenet_{FLAGS.batch_size}"
     size = FLAGS.image_size
     times, figures = {}, {}
     start_all = time.monotonic()
@@ -398,8 +378,6 @@ def main(argv):
     figures["steps"] = FLAGS.max_steps
 
     _stage("5/6 Scoring with eval_imagenet.py and sampling")
-    from sagan_tf import config as config_lib
-
     eval_flags = model_flags + [
         f"--num_classes={NUM_CLASSES}",
         f"--inception_path={classifier_dir}",
@@ -410,21 +388,17 @@ def main(argv):
         checkpoint_dir, os.path.join(out, "samples_as_trained"),
         classifier_dir,
     ))
-    model_config = config_lib.ModelConfig(
-        image_size=size, gf_dim=FLAGS.gf_dim, number_classes=NUM_CLASSES,
-        attention_resolution=FLAGS.attention_resolution,
-    )
-    path = timed("standing_stats", lambda: write_standing_statistics(
-        model_config, os.path.join(checkpoint_dir, run_name),
-        os.path.join(standing_dir, run_name), num_batches=10,
-        batch_size=200, seed=FLAGS.seed,
-    ))
-    print(f"Wrote G with standing BN statistics to {path}", flush=True)
     sample_dir = os.path.join(out, "samples")
     figures["standing_stats"] = timed("eval_standing", lambda: _evaluate(
-        "Standing BN statistics", eval_flags, standing_dir, sample_dir,
-        classifier_dir,
+        f"Standing BN statistics ({FLAGS.standing_stats_batches} batches "
+        f"of {FLAGS.standing_stats_batch_size})", eval_flags,
+        checkpoint_dir, sample_dir, classifier_dir,
+        standing_stats_batches=FLAGS.standing_stats_batches,
     ))
+    figures["standing_stats"]["batches"] = FLAGS.standing_stats_batches
+    figures["standing_stats"]["batch_size"] = (
+        FLAGS.standing_stats_batch_size
+    )
 
     _stage("6/6 Results")
     times["total"] = round(time.monotonic() - start_all, 1)

@@ -152,6 +152,12 @@ class EvalConfig:
     # Stop after this many evaluations; 0 = forever, as released.
     num_evals: int = 0
     use_ema: bool = False
+    # Standing BN statistics (BigGAN): after restoring G, set its BN moving
+    # averages to the mean batch moments of this many batches of G in
+    # training mode. 0 = off, the released behaviour (the moving averages
+    # as trained). Batch size 0 = dcgan_generator_batch_size.
+    standing_stats_batches: int = 0
+    standing_stats_batch_size: int = 0
     # TF-Hub handle, local module directory or frozen GraphDef `.pb`.
     inception_path: str = INCEPTION_TFHUB
     # Side the images are resized to before the classifier.

@@ -4,13 +4,16 @@ It reproduces the released `eval_imagenet.py` protocol: G in inference mode
 with uniform random classes and standard-normal z, real images from the
 training records, both resized with TF1 bilinear to the classifier's 299,
 Inception `pool_3` and `logits`, IS over all samples in one split and FID in
-float64. Layout, as released:
+float64. Opt-in beyond the release: `--standing_stats_batches` recomputes
+G's BN moving averages after each restore (`standing_stats.py`). Layout, as
+released:
 
 * checkpoints: `<checkpoint_dir>/imagenet_<batch_size>/ckpt-<step>`;
 * summaries (`eval/fid`, `eval/incscore`, ... at the checkpoint's step, and
   the `eval_vis/*_grid` images), `results.jsonl` (one line per evaluated
   checkpoint) and the real-statistics cache:
-  `<checkpoint_dir>/eval/imagenet_<batch_size>/`.
+  `<checkpoint_dir>/eval/imagenet_<batch_size>/` (summaries with standing
+  statistics in its `standing_stats_<N>/`).
 """
 
 import json
@@ -21,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from sagan_tf import inception, metrics, models, summaries
+from sagan_tf import inception, metrics, models, standing_stats, summaries
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.jsonl"
@@ -83,14 +86,43 @@ def check_run_config(model_config, directory):
 
 
 class GeneratorRestorer:
-    """Restores G (or its EMA, `use_ema`) and the step from checkpoints."""
+    """Restores G (or its EMA, `use_ema`) and the step from checkpoints.
 
-    def __init__(self, model_config, use_ema=False):
+    With `standing_stats_batches` > 0, every restore is followed by
+    `standing_stats.apply_standing_stats` (in memory; the checkpoint file
+    is not touched), so evaluation, sampling and export all see it.
+    """
+
+    def __init__(self, model_config, use_ema=False, standing_stats_batches=0,
+                 standing_stats_batch_size=100, seed=None):
+        if standing_stats_batches < 0:
+            raise ValueError(
+                "--standing_stats_batches must be >= 0, got "
+                f"{standing_stats_batches}"
+            )
+        if standing_stats_batches and standing_stats_batch_size < 1:
+            raise ValueError(
+                "--standing_stats_batch_size must be >= 1, got "
+                f"{standing_stats_batch_size}"
+            )
+        self.standing_stats_batches = standing_stats_batches
+        self.standing_stats_batch_size = standing_stats_batch_size
+        self._seed = seed
         self.generator = models.build_generator(model_config)
         self.step = tf.Variable(0, dtype=tf.int64)
         self.name = "ema_generator" if use_ema else "generator"
         self._checkpoint = tf.train.Checkpoint(
             step=self.step, **{self.name: self.generator}
+        )
+
+    @classmethod
+    def from_config(cls, config):
+        """The restorer an `EvalConfig` describes."""
+        return cls(
+            config.model, config.use_ema, config.standing_stats_batches,
+            config.standing_stats_batch_size
+            or config.dcgan_generator_batch_size,
+            config.seed,
         )
 
     def restore(self, path):
@@ -116,6 +148,19 @@ class GeneratorRestorer:
             status.assert_existing_objects_matched()
         except (tf.errors.NotFoundError, tf.errors.DataLossError) as err:
             raise CheckpointGoneError(f"{path}: {err}") from err
+        if self.standing_stats_batches:
+            start = time.time()
+            standing_stats.apply_standing_stats(
+                self.generator, self.standing_stats_batches,
+                self.standing_stats_batch_size, self._seed,
+            )
+            message = (
+                f"Standing BN statistics: moving averages of {self.name} "
+                f"recomputed from {self.standing_stats_batches} batches of "
+                f"{self.standing_stats_batch_size} in training mode "
+                f"({time.time() - start:.1f} s; {path} unchanged)"
+            )
+            print(message, flush=True)
         return int(self.step.numpy())
 
 
@@ -162,7 +207,7 @@ class Evaluator:
         self.classifier = classifier or inception.load_classifier(
             config.inception_path, config.classifier_image_size
         )
-        self.restorer = GeneratorRestorer(config.model, config.use_ema)
+        self.restorer = GeneratorRestorer.from_config(config)
         self.real = metrics.RealStatistics(
             config, self.classifier, config.stats_cache_dir or self.eval_dir
         )
@@ -235,6 +280,7 @@ class Evaluator:
         result = {
             "checkpoint": os.path.basename(path),
             "step": step,
+            "standing_stats_batches": config.standing_stats_batches,
             "fid": metrics.frechet_distance(real_stats, pools),
             "incscore": metrics.inception_score(logits),
         }
@@ -266,7 +312,7 @@ class Evaluator:
 
     def _write_summaries(self, result, generated, real):
         if self._writer is None:
-            self._writer = summaries.SummaryWriter(self.eval_dir)
+            self._writer = summaries.SummaryWriter(self.summary_dir)
         scalars = {
             f"eval/{k}": result[k]
             for k in ("fid", "incscore", "kid", "intra_fid_mean")
@@ -288,15 +334,35 @@ class Evaluator:
     def results_path(self):
         return os.path.join(self.eval_dir, RESULTS_FILE)
 
+    @property
+    def summary_dir(self):
+        """Where the TensorBoard summaries go.
+
+        The eval directory, or its `standing_stats_<N>` subdirectory when
+        standing statistics are on, so that TensorBoard shows the two
+        evaluations of a checkpoint as separate runs.
+        """
+        n = self.config.standing_stats_batches
+        if n:
+            return os.path.join(self.eval_dir, f"standing_stats_{n}")
+        return self.eval_dir
+
     def evaluated(self):
-        """Basenames of the checkpoints already in results.jsonl."""
+        """Basenames of the checkpoints already in results.jsonl.
+
+        Only results with this config's `standing_stats_batches` count
+        (lines without the field are from runs without standing stats).
+        """
         if not tf.io.gfile.exists(self.results_path):
             return set()
         done = set()
+        wanted = self.config.standing_stats_batches
         with tf.io.gfile.GFile(self.results_path) as f:
             for line in f:
                 if line.strip():
-                    done.add(json.loads(line)["checkpoint"])
+                    entry = json.loads(line)
+                    if entry.get("standing_stats_batches", 0) == wanted:
+                        done.add(entry["checkpoint"])
         return done
 
     def _append_result(self, result):

@@ -1,9 +1,11 @@
 """Quick checks of the pieces of demo/run_demo.py (the demo itself is slow)."""
 
+import json
 import os
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from PIL import Image
 from sklearn.datasets import load_digits
@@ -54,3 +56,17 @@ def test_read_shards_returns_the_records_in_unit_range(tmp_path):
     images, labels = run_demo.read_shards(str(tmp_path), 4)
     np.testing.assert_allclose(images, pixels / 127.5 - 1.0, atol=1e-6)
     np.testing.assert_array_equal(labels, [3, 4])
+
+
+def test_read_result_picks_the_matching_evaluation(tmp_path):
+    path = tmp_path / "results.jsonl"
+    lines = [{"checkpoint": "ckpt-9", "fid": 5.0},
+             {"checkpoint": "ckpt-9", "fid": 3.0,
+              "standing_stats_batches": 10},
+             {"checkpoint": "ckpt-9", "fid": 4.0,
+              "standing_stats_batches": 0}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert run_demo.read_result(str(path), 10)["fid"] == 3.0
+    assert run_demo.read_result(str(path), 0)["fid"] == 4.0
+    with pytest.raises(SystemExit, match="standing_stats_batches=2"):
+        run_demo.read_result(str(path), 2)
