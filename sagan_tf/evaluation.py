@@ -24,9 +24,15 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from sagan_tf import inception, metrics, models, standing_stats, summaries
+from sagan_tf import (
+    checkpointing,
+    inception,
+    metrics,
+    models,
+    standing_stats,
+    summaries,
+)
 
-CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.jsonl"
 
 # ModelConfig fields that shape G, with the eval flag that sets each.
@@ -58,31 +64,11 @@ def check_run_config(model_config, directory):
     """Fails when `<directory>/config.json` disagrees with the G flags.
 
     Raises:
-        ValueError: naming every differing field, the flag value and the
-            value training used.
+        ValueError: naming every differing flag, its value and the run's.
     """
-    path = os.path.join(directory, CONFIG_FILE)
-    if not tf.io.gfile.exists(path):
-        return
-    with tf.io.gfile.GFile(path) as f:
-        saved = json.load(f).get("model", {})
-    baseline = model_config.generator_type == "baseline"
-    diffs = []
-    for field, flag in _GENERATOR_FLAGS.items():
-        if field not in saved:
-            continue
-        # The baseline G has no attention block to place.
-        if field == "attention_resolution" and baseline:
-            continue
-        ours = getattr(model_config, field)
-        if saved[field] != ours:
-            diffs.append(f"--{flag}={ours} (training used {saved[field]})")
-    if diffs:
-        raise ValueError(
-            f"{path}: the generator flags differ from the run's settings: "
-            + ", ".join(diffs)
-            + ". Pass the training values."
-        )
+    checkpointing.check_model_config(
+        model_config, directory, flags=_GENERATOR_FLAGS
+    )
 
 
 class GeneratorRestorer:
