@@ -80,14 +80,42 @@ class _SpectralNormMixin:
             aggregation="mean",
         )
 
-    def _normalize(self, training, update_sn):
-        """Returns float32 W / sigma as [K, C_out]; writes u when asked."""
+    def _sigma(self, training, update_sn):
+        """Returns float32 (W [K, C_out], sigma); writes u when asked."""
         w_mat = self._weight_matrix()
         u = tf.convert_to_tensor(self.u)
         sigma, u_new = power_iteration(w_mat, u, self.stop_gradient_uv)
         if training and update_sn:
             self.u.assign(u_new)
+        return w_mat, sigma
+
+    def _normalize(self, training, update_sn):
+        """Returns float32 W / sigma as [K, C_out]; writes u when asked."""
+        w_mat, sigma = self._sigma(training, update_sn)
         return w_mat / sigma
+
+    def _apply(self, op, inputs, training, update_sn, output_size):
+        """op(inputs, W / sigma), the cheaper way round.
+
+        op is linear in W, so op(x, W) / sigma is the same function with the
+        same gradients; dividing the output instead of W saves work (forward
+        and backward) when the output holds fewer elements than W, as in the
+        wide low-resolution layers. Under mixed precision the division stays
+        on the float32 kernel.
+
+        Args:
+          op: callable (inputs, kernel [K, C_out] in the inputs' dtype).
+          output_size: static number of output elements, or None.
+        """
+        w_mat, sigma = self._sigma(training, update_sn)
+        scale_outputs = (
+            inputs.dtype == tf.float32
+            and output_size is not None
+            and output_size < w_mat.shape.num_elements()
+        )
+        if scale_outputs:
+            return op(inputs, w_mat) / sigma
+        return op(inputs, tf.cast(w_mat / sigma, inputs.dtype))
 
     def compute_sigma(self):
         """sigma as the next call would compute it (u is not written)."""
@@ -153,14 +181,29 @@ class SNConv2D(_SpectralNormMixin, keras.layers.Layer):
         return tf.reshape(tf.convert_to_tensor(self.kernel), [-1, self.filters])
 
     def call(self, inputs, training=False, update_sn=True):
-        w_bar = self._normalize(training, update_sn)
-        w_bar = tf.cast(tf.reshape(w_bar, self.kernel.shape), inputs.dtype)
-        outputs = tf.nn.conv2d(
-            inputs, w_bar, [1, *self.strides, 1], self.padding.upper()
+        def conv(x, w_mat):
+            kernel = tf.reshape(w_mat, self.kernel.shape)
+            return tf.nn.conv2d(
+                x, kernel, [1, *self.strides, 1], self.padding.upper()
+            )
+
+        outputs = self._apply(
+            conv, inputs, training, update_sn, self._output_size(inputs)
         )
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
         return outputs
+
+    def _output_size(self, inputs):
+        """Static element count of the output, or None if not static."""
+        batch, height, width, _ = inputs.shape
+        if None in (batch, height, width):
+            return None
+        sh, sw = self.strides
+        if self.padding == "valid":
+            height -= self.kernel_size[0] - 1
+            width -= self.kernel_size[1] - 1
+        return batch * -(-height // sh) * -(-width // sw) * self.filters
 
     def get_config(self):
         config = super().get_config()
@@ -211,8 +254,11 @@ class SNDense(_SpectralNormMixin, keras.layers.Layer):
         return tf.convert_to_tensor(self.kernel)
 
     def call(self, inputs, training=False, update_sn=True):
-        w_bar = tf.cast(self._normalize(training, update_sn), inputs.dtype)
-        outputs = tf.matmul(inputs, w_bar)
+        batch = inputs.shape[0]
+        outputs = self._apply(
+            tf.matmul, inputs, training, update_sn,
+            None if batch is None else batch * self.units,
+        )
         if self.use_bias:
             outputs = outputs + tf.cast(self.bias, outputs.dtype)
         return outputs

@@ -132,12 +132,14 @@ def _plain_tf_sn_loss(kernel, u, x, stop):
     return tf.reduce_sum(tf.sin(tf.matmul(x, kernel / sigma)))
 
 
-@pytest.mark.parametrize("stop", [False, True])
-def test_gradient_through_sigma_matches_plain_tf(stop):
+# Batch 4 gives an output smaller than the kernel (12 < 15 elements), batch
+# 8 a larger one: the layer then divides the output, or the kernel, by sigma.
+@pytest.mark.parametrize("stop,batch", [(False, 4), (True, 4), (False, 8)])
+def test_gradient_through_sigma_matches_plain_tf(stop, batch):
     rng = _rng(4)
     kernel = rng.normal(size=(5, 3)).astype(np.float32)
     u = rng.normal(size=(1, 3)).astype(np.float32)
-    x = tf.constant(rng.normal(size=(4, 5)).astype(np.float32))
+    x = tf.constant(rng.normal(size=(batch, 5)).astype(np.float32))
     layer = layers.SNDense(3, use_bias=False, stop_gradient_uv=stop)
     layer.build((None, 5))
     _set(layer.kernel, kernel)
@@ -157,6 +159,43 @@ def test_gradient_through_sigma_matches_plain_tf(stop):
         other = _plain_tf_sn_loss(ref_kernel, tf.constant(u), x, not stop)
     other_grad = tape.gradient(other, ref_kernel)
     assert np.max(np.abs(grad.numpy() - other_grad.numpy())) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "spatial,batch",
+    # The output is smaller than the kernel (216 elements) in the first
+    # case and larger in the second: the layer divides the output by sigma
+    # in one and the kernel in the other, which must not change anything.
+    [(2, 1), (8, 2)],
+)
+def test_conv_output_and_gradient_match_plain_tf(spatial, batch):
+    rng = _rng(5)
+    kernel = rng.normal(size=(3, 3, 4, 6)).astype(np.float32)
+    u = rng.normal(size=(1, 6)).astype(np.float32)
+    x = tf.constant(
+        rng.normal(size=(batch, spatial, spatial, 4)).astype(np.float32))
+    layer = layers.SNConv2D(6, 3, use_bias=False)
+    layer.build(x.shape)
+    _set(layer.kernel, kernel)
+    _set(layer.u, u)
+    with tf.GradientTape() as tape:
+        out = layer(x)
+        loss = tf.reduce_sum(tf.sin(out))
+    grad = tape.gradient(loss, layer.kernel.value)
+
+    ref_kernel = tf.Variable(kernel)
+    with tf.GradientTape() as tape:
+        w_mat = tf.reshape(ref_kernel, [-1, 6])
+        v = tf.matmul(tf.constant(u), tf.transpose(w_mat))
+        v = v / (tf.norm(v) + 1e-12)
+        u_new = tf.matmul(v, w_mat)
+        u_new = u_new / (tf.norm(u_new) + 1e-12)
+        sigma = tf.reduce_sum(tf.matmul(v, w_mat) * u_new)
+        ref_out = tf.nn.conv2d(x, ref_kernel / sigma, 1, "SAME")
+        ref_loss = tf.reduce_sum(tf.sin(ref_out))
+    ref_grad = tape.gradient(ref_loss, ref_kernel)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(
