@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from image_fixtures import patterned
 from PIL import Image
 
 from sagan_tf import data, imagenet_folder, preprocessing
@@ -19,15 +20,6 @@ RED, BLUE, GREEN = (220, 20, 30), (20, 40, 230), (30, 200, 60)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _patterned(height, width, side_colour, centre_colour):
-    image = np.empty((height, width, 3), np.uint8)
-    image[:] = side_colour
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    image[top:top + side, left:left + side] = centre_colour
-    return image
-
-
 def _make_tree(root):
     """Three classes; returns {relative path: expected S x S x 3 pixels or
     None when it must be checked otherwise}, and the corrupt file."""
@@ -35,9 +27,9 @@ def _make_tree(root):
     for name in ("zebra", "apple", "mango"):
         (root / name).mkdir(parents=True)
     # Wide (odd surplus) and tall: centre squares red/green, sides blue.
-    Image.fromarray(_patterned(10, 25, BLUE, RED)).save(root / "apple/w.png")
+    Image.fromarray(patterned(10, 25, BLUE, RED)).save(root / "apple/w.png")
     expected["apple/w.png"] = RED
-    Image.fromarray(_patterned(21, 12, BLUE, GREEN)).save(root / "apple/t.png")
+    Image.fromarray(patterned(21, 12, BLUE, GREEN)).save(root / "apple/t.png")
     expected["apple/t.png"] = GREEN
     Image.new("L", (12, 9), 77).save(root / "apple/gray.png")
     expected["apple/gray.png"] = (77, 77, 77)

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from image_fixtures import patterned
 from PIL import Image
 
 from sagan_tf import data, preprocessing, tfrecord_check
@@ -141,25 +142,15 @@ def test_mirrored_replicas_get_different_examples(tmp_path):
 # ---------------------------------------------------------------- sources
 
 
-def _patterned(height, width, side_colour, centre_colour):
-    """An image whose centred square is one colour and the rest another."""
-    image = np.empty((height, width, 3), np.uint8)
-    image[:] = side_colour
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    image[top:top + side, left:left + side] = centre_colour
-    return image
-
-
 def _test_images():
     rng = np.random.default_rng(3)
     smooth = np.clip(
         np.linspace(0, 255, 24)[None, :, None]
         + rng.normal(0, 20, (17, 24, 3)), 0, 255).astype(np.uint8)
     return [
-        _patterned(10, 25, BLUE, RED),   # wide, odd surplus
-        _patterned(19, 12, BLUE, RED),   # tall, odd surplus
-        _patterned(4, 6, BLUE, RED),     # smaller than S: upsampled
+        patterned(10, 25, BLUE, RED),   # wide, odd surplus
+        patterned(19, 12, BLUE, RED),   # tall, odd surplus
+        patterned(4, 6, BLUE, RED),     # smaller than S: upsampled
         smooth,                          # detail: compare against PIL
     ]
 
