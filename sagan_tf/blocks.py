@@ -28,8 +28,8 @@ class GeneratorBlock(keras.layers.Layer):
     (3x3), plus the shortcut upsample(x) -> snconv3 (1x1).
 
     Call arguments:
-        x: [B, H, W, C_in]; labels: int [B]; training: Python bool (the SN
-        layers write u whenever training).
+        x: [B, H, W, C_in]; labels: int [B]; training: Python bool;
+        update_sn: as in `layers.SNConv2D` (None writes u when training).
 
     Returns:
         [B, 2H, 2W, out_channels].
@@ -76,12 +76,13 @@ class GeneratorBlock(keras.layers.Layer):
         self.snconv2.build(out_shape)
         self.snconv3.build(up_shape)
 
-    def call(self, x, labels, training=False):
+    def call(self, x, labels, training=False, update_sn=None):
+        sn_kw = dict(training=training, update_sn=update_sn)
         h = tf.nn.relu(self.cbn_0(x, labels, training=training))
-        h = self.snconv1(_upsample(h), training=training)  # [B, 2H, 2W, C]
+        h = self.snconv1(_upsample(h), **sn_kw)  # [B, 2H, 2W, C]
         h = tf.nn.relu(self.cbn_1(h, labels, training=training))
-        h = self.snconv2(h, training=training)
-        shortcut = self.snconv3(_upsample(x), training=training)
+        h = self.snconv2(h, **sn_kw)
+        shortcut = self.snconv3(_upsample(x), **sn_kw)
         return shortcut + h
 
     def get_config(self):
@@ -148,7 +149,7 @@ class DiscriminatorBlock(keras.layers.Layer):
         if self.sn_conv3 is not None:
             self.sn_conv3.build(input_shape)
 
-    def call(self, x, training=False, update_sn=True):
+    def call(self, x, training=False, update_sn=None):
         sn_kw = dict(training=training, update_sn=update_sn)
         h = x if self.optimized else tf.nn.relu(x)
         h = self.sn_conv1(h, **sn_kw)

@@ -53,6 +53,10 @@ class ModelConfig:
     sn_stop_gradient_uv: bool = False
     # Released BN statistics are per replica; True synchronizes them.
     sync_batch_norm: bool = False
+    # The released G writes its SN vectors u on every forward pass, also in
+    # inference mode (evaluation, sampling); False freezes u there. Not an
+    # architecture setting: checkpoints are the same either way.
+    sn_update_at_inference: bool = True
 
     def generator_attention(self):
         """Attention resolution of G, or None for the baseline network."""

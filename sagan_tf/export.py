@@ -8,7 +8,10 @@ The SavedModel needs neither this package nor Keras to run:
     images = model.signatures["generate"](z=z, labels=labels)["images"]
 
 with z float32 [B, z_dim] (standard normal) and labels int32 [B]; images
-are in [-1, 1]. G runs in inference mode (BN moving statistics).
+are in [-1, 1]. G runs in inference mode (BN moving statistics) with its
+SN vectors u frozen, so the SavedModel is stateless: the same inputs always
+give the same images (the released evaluator instead advances u on every
+batch; see `models.Generator`).
 """
 
 import tensorflow as tf
@@ -35,7 +38,9 @@ class _GeneratorModule(tf.Module):
         )
 
     def _generate(self, z, labels):
-        return tf.cast(self.generator(z, labels, training=False), tf.float32)
+        # update_sn=False: a SavedModel call must not mutate u.
+        images = self.generator(z, labels, training=False, update_sn=False)
+        return tf.cast(images, tf.float32)
 
     def _signature(self, z, labels):
         return {"images": self._generate(z, labels)}

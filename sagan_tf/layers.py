@@ -62,6 +62,18 @@ def power_iteration(w_mat, u, stop_gradient_uv=False):
     return sigma, u_new
 
 
+def writes_u(training, update_sn):
+    """Whether an SN call writes u: `update_sn` if given, else `training`.
+
+    update_sn=False is the released "NO_OPS" pass (sigma from the stored u,
+    u not written); update_sn=True writes u even in inference mode, as the
+    released generator does on every call.
+    """
+    if update_sn is None:
+        return bool(training)
+    return bool(update_sn)
+
+
 class _SpectralNormMixin:
     """Shared u handling of the three SN layers.
 
@@ -85,7 +97,7 @@ class _SpectralNormMixin:
         w_mat = self._weight_matrix()
         u = tf.convert_to_tensor(self.u)
         sigma, u_new = power_iteration(w_mat, u, self.stop_gradient_uv)
-        if training and update_sn:
+        if writes_u(training, update_sn):
             self.u.assign(u_new)
         return w_mat, sigma
 
@@ -139,9 +151,10 @@ class SNConv2D(_SpectralNormMixin, keras.layers.Layer):
 
     Call arguments:
         inputs: [B, H, W, C_in].
-        training: Python bool; u is written only when training and
-            update_sn are both true.
-        update_sn: Python bool; False is the released "NO_OPS" pass.
+        training: Python bool.
+        update_sn: Python bool or None. None writes u in training mode
+            only; False never writes it (the released "NO_OPS" pass); True
+            writes it in inference mode too (the released generator).
 
     Returns:
         [B, H', W', filters].
@@ -180,7 +193,7 @@ class SNConv2D(_SpectralNormMixin, keras.layers.Layer):
     def _weight_matrix(self):
         return tf.reshape(tf.convert_to_tensor(self.kernel), [-1, self.filters])
 
-    def call(self, inputs, training=False, update_sn=True):
+    def call(self, inputs, training=False, update_sn=None):
         def conv(x, w_mat):
             kernel = tf.reshape(w_mat, self.kernel.shape)
             return tf.nn.conv2d(
@@ -253,7 +266,7 @@ class SNDense(_SpectralNormMixin, keras.layers.Layer):
     def _weight_matrix(self):
         return tf.convert_to_tensor(self.kernel)
 
-    def call(self, inputs, training=False, update_sn=True):
+    def call(self, inputs, training=False, update_sn=None):
         batch = inputs.shape[0]
         outputs = self._apply(
             tf.matmul, inputs, training, update_sn,
@@ -309,7 +322,7 @@ class SNEmbedding(_SpectralNormMixin, keras.layers.Layer):
     def _weight_matrix(self):
         return tf.transpose(tf.convert_to_tensor(self.embeddings))
 
-    def call(self, inputs, training=False, update_sn=True):
+    def call(self, inputs, training=False, update_sn=None):
         table = tf.transpose(self._normalize(training, update_sn))
         table = tf.cast(table, self.compute_dtype)
         return tf.gather(table, inputs)
@@ -383,7 +396,9 @@ class SelfAttention(keras.layers.Layer):
             name="gamma", shape=(), initializer="zeros"
         )
 
-    def call(self, x, training=False, update_sn=True, return_attention=False):
+    def call(
+        self, x, training=False, update_sn=None, return_attention=False
+    ):
         height, width, channels = x.shape[1], x.shape[2], x.shape[3]
         num_locations = height * width
         sn_kw = dict(training=training, update_sn=update_sn)

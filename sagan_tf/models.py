@@ -54,6 +54,7 @@ _INITIAL_RESOLUTION = 4
 _G_CONFIG_KEYS = (
     "name", "num_classes", "image_size", "z_dim", "gf_dim",
     "attention_resolution", "sn_stop_gradient_uv", "sync_batch_norm",
+    "sn_update_at_inference",
 )
 _D_CONFIG_KEYS = (
     "name", "num_classes", "image_size", "df_dim", "attention_resolution",
@@ -98,11 +99,18 @@ class Generator(keras.Model):
             the released baseline network.
         sn_stop_gradient_uv: stop SN gradients at u and v.
         sync_batch_norm: synchronize the CBN / BN batch moments.
+        sn_update_at_inference: write the SN vectors u in inference mode
+            too. True is the released generator, whose SN layers always
+            run with `update_collection=None`, so the released evaluator
+            advances u on every batch it draws (in memory only); False
+            freezes u outside training.
 
     Call arguments:
         z: float [B, z_dim]; labels: int [B]; training: Python bool (batch
-        moments, moving-average updates and u writes);
-        return_attention: also return the attention map.
+        moments and moving-average updates); update_sn: None follows
+        `training or sn_update_at_inference`, a bool overrides it (False
+        for a stateless call); return_attention: also return the
+        attention map.
 
     Returns:
         float32 images [B, S, S, 3] in [-1, 1], or (images, beta) with beta
@@ -118,6 +126,7 @@ class Generator(keras.Model):
         attention_resolution=32,
         sn_stop_gradient_uv=False,
         sync_batch_norm=False,
+        sn_update_at_inference=True,
         name="generator",
         **kwargs,
     ):
@@ -130,6 +139,7 @@ class Generator(keras.Model):
         self.attention_resolution = attention_resolution
         self.sn_stop_gradient_uv = bool(sn_stop_gradient_uv)
         self.sync_batch_norm = bool(sync_batch_norm)
+        self.sn_update_at_inference = bool(sn_update_at_inference)
 
         linear_mult, block_mults = _G_SCHEDULE[image_size]
         self._initial_channels = linear_mult * gf_dim
@@ -190,24 +200,30 @@ class Generator(keras.Model):
         self.g_bn.build((batch, res, res, channels))
         self.g_snconv_last.build((batch, res, res, channels))
 
-    def call(self, z, labels, training=False, return_attention=False):
+    def call(
+        self, z, labels, training=False, update_sn=None,
+        return_attention=False,
+    ):
         if return_attention and self.g_non_local is None:
             raise ValueError(
                 "Generator: return_attention=True needs attention, but "
                 "attention_resolution is None"
             )
+        if update_sn is None:
+            update_sn = bool(training) or self.sn_update_at_inference
+        sn_kw = dict(training=training, update_sn=update_sn)
         r = _INITIAL_RESOLUTION
-        h = self.g_snh0(z, training=training)
+        h = self.g_snh0(z, **sn_kw)
         h = tf.reshape(h, [-1, r, r, self._initial_channels])  # [B, 4, 4, C]
         beta = None
         for i, block in enumerate(self.blocks):
-            h = block(h, labels, training=training)  # resolution doubles
+            h = block(h, labels, **sn_kw)  # resolution doubles
             if i == self._attention_index:
                 h, beta = self.g_non_local(
-                    h, training=training, return_attention=True
+                    h, **sn_kw, return_attention=True
                 )
         h = tf.nn.relu(self.g_bn(h, training=training))
-        h = self.g_snconv_last(tf.cast(h, tf.float32), training=training)
+        h = self.g_snconv_last(tf.cast(h, tf.float32), **sn_kw)
         images = tf.tanh(h)  # [B, S, S, 3]
         if return_attention:
             return images, beta
@@ -230,8 +246,8 @@ class Discriminator(keras.Model):
 
     Call arguments:
         images: float [B, S, S, 3]; labels: int [B]; training: Python bool;
-        update_sn: False on the pass over generated images (released
-        "NO_OPS": u is not written).
+        update_sn: None writes u in training mode only; False is the
+        released "NO_OPS" pass (sigma from the stored u, u not written).
 
     Returns:
         float32 logits [B].
@@ -313,7 +329,7 @@ class Discriminator(keras.Model):
         self.d_sn_linear.build((batch, self._feature_channels))
         self.d_embedding.build((batch,))
 
-    def call(self, images, labels, training=False, update_sn=True):
+    def call(self, images, labels, training=False, update_sn=None):
         sn_kw = dict(training=training, update_sn=update_sn)
         h = images
         for i, block in enumerate(self.blocks):
@@ -343,6 +359,7 @@ def build_generator(model_config):
         attention_resolution=model_config.generator_attention(),
         sn_stop_gradient_uv=model_config.sn_stop_gradient_uv,
         sync_batch_norm=model_config.sync_batch_norm,
+        sn_update_at_inference=model_config.sn_update_at_inference,
     )
     generator.build((None, model_config.z_dim), (None,))
     return generator

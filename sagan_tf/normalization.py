@@ -15,6 +15,9 @@ aggregation. The statistics are computed in float32 under mixed precision.
 import keras
 import tensorflow as tf
 
+# TF's fused batch-norm kernel silently raises epsilon to at least this.
+FUSED_MIN_EPSILON = 1.001e-5
+
 
 class _BatchNormBase(keras.layers.Layer):
     """Moving statistics and float32 moments shared by the two BN layers."""
@@ -40,20 +43,33 @@ class _BatchNormBase(keras.layers.Layer):
         self.moving_variance = stat("moving_variance", "ones")
 
     def _moments(self, x):
-        """Biased float32 moments over (B, H, W) of x [B, H, W, C]."""
+        """Biased float32 moments over (B, H, W) of x [B, H, W, C].
+
+        Two passes, as `tf.nn.moments` (the released CBN) and TF's fused
+        kernel (the released head) compute them: the mean, then the mean of
+        squared differences. E[x^2] - E[x]^2 cancels catastrophically when
+        a channel's |mean| is much larger than its std.
+        """
         x = tf.cast(x, tf.float32)
-        mean = tf.reduce_mean(x, axis=[0, 1, 2])
-        mean_sq = tf.reduce_mean(tf.square(x), axis=[0, 1, 2])
+        axes = [0, 1, 2]
         count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+        ctx = None
         if self.synchronized:
             ctx = tf.distribute.get_replica_context()
-            if ctx is not None and ctx.num_replicas_in_sync > 1:
-                # Equal per-replica batches, so the mean of means is exact.
-                mean, mean_sq = ctx.all_reduce(
-                    tf.distribute.ReduceOp.MEAN, [mean, mean_sq]
-                )
-                count *= ctx.num_replicas_in_sync
-        variance = tf.maximum(mean_sq - tf.square(mean), 0.0)
+            if ctx is None or ctx.num_replicas_in_sync == 1:
+                ctx = None
+        mean = tf.reduce_mean(x, axis=axes)
+        if ctx is not None:
+            # Equal per-replica batches, so the mean of means is exact.
+            mean = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, mean)
+            count *= ctx.num_replicas_in_sync
+        # stop_gradient as in tf.nn.moments: the derivative of the squared
+        # deviations with respect to the mean is zero anyway.
+        variance = tf.reduce_mean(
+            tf.math.squared_difference(x, tf.stop_gradient(mean)), axis=axes
+        )
+        if ctx is not None:
+            variance = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, variance)
         return mean, variance, count
 
     def _update_moving_stats(self, mean, variance):
@@ -145,13 +161,15 @@ class BatchNorm(_BatchNormBase):
     """Plain BN of the released generator head (`ops.batch_norm`).
 
     The released code calls `tf.contrib.layers.batch_norm` (scale and
-    center, decay 0.9999, eps 1e-5), whose fused kernel normalizes with the
-    biased batch variance but feeds the moving average the Bessel-corrected
-    one (n / (n - 1)); this layer does the same.
+    center, decay 0.9999, eps 1e-5), which on 4-D inputs runs TF 1.5's
+    fused kernel. That kernel raises epsilon to max(eps, 1.001e-5), hence
+    the default here; it normalizes with the biased batch variance but
+    feeds the moving average the Bessel-corrected one (n / (n - 1)). This
+    layer does the same.
 
     Args:
         momentum: moving-average decay (released 0.9999).
-        epsilon: variance epsilon.
+        epsilon: variance epsilon (released: effectively 1.001e-5).
         synchronized: all-reduce the batch moments across replicas.
 
     Call arguments:
@@ -163,7 +181,8 @@ class BatchNorm(_BatchNormBase):
     """
 
     def __init__(
-        self, momentum=0.9999, epsilon=1e-5, synchronized=False, **kwargs
+        self, momentum=0.9999, epsilon=FUSED_MIN_EPSILON, synchronized=False,
+        **kwargs,
     ):
         super().__init__(momentum, epsilon, synchronized, **kwargs)
 

@@ -49,6 +49,8 @@ def test_write_samples(tmp_path):
         interpolation_steps=5, seed=0,
     )
     out = str(tmp_path / "samples")
+    # The grid is G's first call; each call advances u (released default).
+    initial = [(v, v.numpy()) for v in generator.variables]
     paths = sampling.write_samples(
         generator, config, out, step=11,
         attention_resolution=MODEL.generator_attention(),
@@ -66,6 +68,8 @@ def test_write_samples(tmp_path):
         assert set(data["labels"]) <= set(range(MODEL.number_classes))
 
     # Row r of the grid is class sample_classes[r]: regenerate row 0.
+    for v, value in initial:
+        v.assign(value)
     rng = np.random.default_rng(0)
     z = rng.standard_normal((6, MODEL.z_dim))
     images = sampling.to_uint8(generator(
