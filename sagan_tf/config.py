@@ -117,6 +117,10 @@ class TrainConfig:
     ema_decay: float = 0.0
     # "none", "bf16" or "fp16".
     mixed_precision: str = "none"
+    # D update as two D calls (generated images first, then real ones)
+    # instead of one call on concat(real, fake). Same result; kept for the
+    # benchmark's before/after comparison.
+    d_two_pass: bool = False
     xla: bool = False
     seed: int | None = None
     # Console progress line every this many steps.

@@ -9,9 +9,21 @@ gradients, so N replicas of batch B update exactly like one replica of N*B
 (up to per-replica BN statistics, as released; `sync_batch_norm` removes that
 difference).
 
-SN power-iteration vectors: D writes u only on its pass over real images;
-G runs in training mode in both updates, so its u and its BN moving averages
-advance on every G and every D update, as in the released graph.
+SN power-iteration vectors, as in the released graph: in a D update both of
+D's passes normalize with sigma from the stored u, and u is written once (in
+the released graph the fake pass reads u before the real pass writes it). D
+has no batch-coupled layer, so that is exactly one D call on
+concat(real, fake) with u written, which is what runs. In G's update D's u
+is not written. G runs in training mode in both updates, so its u and its BN
+moving averages advance on every G and every D update.
+
+Sparse gradients: the CBN gamma/beta tables and D's class embedding are read
+with `tf.gather`, so their gradients are IndexedSlices with one slice per
+example. TF1's Adam summed repeated indices before updating; Keras 3's Adam
+squares the slices first (v gets sum g^2 instead of (sum g)^2). Every update
+therefore hands the optimizer dense, duplicate-summed gradients
+(`apply_gradients` below). TF1's sparse Adam also decayed m and v on every
+row, so this is its update exactly.
 
 `train.run(train_config)` drives these steps (checkpoints, summaries,
 signals).
@@ -232,20 +244,40 @@ class GANTrainer:
           z: float32 [B, z_dim]; fake_labels: int32 [B].
         """
         g_loss, grads = self._g_grads_fn(z, fake_labels)
-        variables = self.generator.trainable_variables
-        self.g_optimizer.apply_gradients(zip(grads, variables))
+        apply_gradients(
+            self.g_optimizer, grads, self.generator.trainable_variables
+        )
         return g_loss
+
+    def _d_logits(self, images, labels, fake, fake_labels):
+        """D's logits on real and generated images, as the released D update.
+
+        Both passes use sigma from the stored u and u is written once.
+        Returns (real_logits [B], fake_logits [B]).
+        """
+        d = self.discriminator
+        if self.config.d_two_pass:
+            # Fake pass first: it must read u before the real pass writes
+            # it (automatic control dependencies keep this program order).
+            fake_logits = d(fake, fake_labels, training=True, update_sn=False)
+            real_logits = d(images, labels, training=True, update_sn=True)
+            return real_logits, fake_logits
+        logits = d(
+            tf.concat([images, tf.cast(fake, images.dtype)], axis=0),
+            tf.concat([labels, fake_labels], axis=0),
+            training=True,
+            update_sn=True,
+        )  # [2B]: real, then generated
+        real_logits, fake_logits = tf.split(logits, 2, axis=0)
+        return real_logits, fake_logits
 
     def _d_grads_fn(self, images, labels, z, fake_labels):
         # G in training mode (batch moments, moving averages and u advance)
         # but outside the tape: D's update does not differentiate G.
         fake = self.generator(z, fake_labels, training=True)
         with tf.GradientTape() as tape:
-            real_logits = self.discriminator(
-                images, labels, training=True, update_sn=True
-            )
-            fake_logits = self.discriminator(
-                fake, fake_labels, training=True, update_sn=False
+            real_logits, fake_logits = self._d_logits(
+                images, labels, fake, fake_labels
             )
             loss_real, loss_fake = self.loss_fns.discriminator(
                 real_logits, fake_logits
@@ -287,8 +319,9 @@ class GANTrainer:
         metrics, grads, fake = self._d_grads_fn(
             images, labels, z, fake_labels
         )
-        variables = self.discriminator.trainable_variables
-        self.d_optimizer.apply_gradients(zip(grads, variables))
+        apply_gradients(
+            self.d_optimizer, grads, self.discriminator.trainable_variables
+        )
         return metrics, fake
 
     def _noise(self, batch_size):
@@ -405,6 +438,20 @@ class GANTrainer:
         if self.ema_generator is not None:
             objects["ema_generator"] = self.ema_generator
         return objects
+
+
+def apply_gradients(optimizer, grads, variables):
+    """optimizer.apply_gradients with IndexedSlices made dense first.
+
+    Densifying sums the slices of a repeated index (unsorted_segment_sum)
+    before the optimizer sees them, as TF1's optimizers did; with several
+    replicas the dense gradients are then all-reduced like the others.
+    """
+    dense = [
+        tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+        for g in grads
+    ]
+    optimizer.apply_gradients(zip(dense, variables))
 
 
 _D_METRICS = ("d_loss", "d_loss_real", "d_loss_fake", "logit_real",
