@@ -68,6 +68,13 @@ flags.DEFINE_integer("num_classes", _MODEL.number_classes,
 flags.DEFINE_enum("generator_type", _MODEL.generator_type,
                   ["test", "baseline"],
                   "test: G with self-attention; baseline: without.")
+flags.DEFINE_boolean(
+    "sn_update_at_inference", _MODEL.sn_update_at_inference,
+    "Let G write its spectral-norm vectors u on every batch it generates, "
+    "as the released evaluator does (in memory only; checkpoints are never "
+    "written). --nosn_update_at_inference freezes u at the checkpoint's "
+    "values, so the same z and labels always give the same images. "
+    "--mode export always freezes u.")
 
 # Added flags.
 flags.DEFINE_enum("mode", "eval", ["eval", "sample", "export"],

@@ -61,7 +61,8 @@ def test_help_lists_released_flags_and_defaults():
                           ("gf_dim", "64"),
                           ("generator_type", "test"),
                           ("num_evals", "0"),
-                          ("use_ema", "false")]:
+                          ("use_ema", "false"),
+                          ("sn_update_at_inference", "true")]:
         after = out.split(f"--{flag}:")[-1] if f"--{flag}:" in out else (
             out.split(f"--[no]{flag}:")[1])
         assert f"(default: '{default}')" in after[:600], flag

@@ -316,3 +316,60 @@ def test_model_get_config_round_trips():
         config_dict = model.get_config()
         clone = type(model).from_config(config_dict)
         assert clone.get_config() == config_dict
+
+
+def _power_step(u, w_mat):
+    """Released one-iteration u' = l2n(l2n(u Wᵀ) W), float64 numpy."""
+    v = np.float64(u) @ np.float64(w_mat).T
+    v /= np.sqrt(np.sum(v**2)) + 1e-12
+    u = v @ np.float64(w_mat)
+    return u / (np.sqrt(np.sum(u**2)) + 1e-12)
+
+
+@pytest.mark.parametrize("update_at_inference", [True, False])
+def test_generator_inference_writes_u_as_released(update_at_inference):
+    # Released: G's SN layers always use update_collection=None, so each
+    # inference call advances u; the flag freezes it.
+    generator = models.build_generator(config.ModelConfig(
+        image_size=32, z_dim=16, gf_dim=8, number_classes=4,
+        attention_resolution=16,
+        sn_update_at_inference=update_at_inference,
+    ))
+    sn = [layer for layer in generator._flatten_layers(include_self=False)
+          if hasattr(layer, "u")]
+    w_mats = [layer.kernel.numpy().reshape(-1, layer.u.shape[-1])
+              for layer in sn]
+    u0 = [layer.u.numpy() for layer in sn]
+    bn = [v.numpy() for layer in generator._flatten_layers()
+          if hasattr(layer, "moving_mean")
+          for v in (layer.moving_mean, layer.moving_variance)]
+    z = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    labels = np.array([0, 3, 3], np.int32)
+    first = generator(z, labels, training=False).numpy()
+    u1 = [layer.u.numpy() for layer in sn]
+    second = generator(z, labels, training=False).numpy()
+    for layer, w, a, b in zip(sn, w_mats, u0, u1):
+        if update_at_inference:
+            # The second call starts from the u the first one wrote.
+            np.testing.assert_allclose(b, _power_step(a, w), atol=1e-5,
+                                       err_msg=layer.path)
+            np.testing.assert_allclose(layer.u.numpy(), _power_step(b, w),
+                                       atol=1e-5, err_msg=layer.path)
+        else:
+            np.testing.assert_array_equal(layer.u.numpy(), a,
+                                          err_msg=layer.path)
+    if update_at_inference:
+        assert np.abs(first - second).max() > 1e-6
+    else:
+        np.testing.assert_array_equal(first, second)
+    # Inference never moves the BN statistics.
+    after = [v.numpy() for layer in generator._flatten_layers()
+             if hasattr(layer, "moving_mean")
+             for v in (layer.moving_mean, layer.moving_variance)]
+    for a, b in zip(bn, after):
+        np.testing.assert_array_equal(a, b)
+    # An explicit update_sn=False (the SavedModel export) is stateless.
+    before = [layer.u.numpy() for layer in sn]
+    generator(z, labels, training=False, update_sn=False)
+    for layer, u in zip(sn, before):
+        np.testing.assert_array_equal(layer.u.numpy(), u)
