@@ -27,6 +27,7 @@ Reported, for one configuration:
 - the step time of the self-attention block alone (forward + backward).
 """
 
+import dataclasses
 import json
 import os
 import platform
@@ -102,6 +103,12 @@ _TRACE_DIR = flags.DEFINE_string(
     "trace_dir", "",
     "Where --trace_steps writes the trace; empty = a temporary folder.")
 _LABEL = flags.DEFINE_string("label", "", "Free text stored in the row.")
+_VS_TWO_PASS = flags.DEFINE_bool(
+    "vs_d_two_pass", False,
+    "Also time a second trainer whose D update calls D twice (generated "
+    "images, then real ones: the path before one call on concat(real, "
+    "fake)). Each round times both, so load from other processes hits both "
+    "alike; the row gets both medians and their ratio.")
 
 # ---------------------------------------------------------------- timing
 
@@ -311,6 +318,20 @@ def main(argv):
     warmup_s, _ = _time_calls(global_step, _WARMUP.value)
     print(f"  first step {warmup_s[0]:.1f} s, last {warmup_s[-1]:.2f} s",
           flush=True)
+    two_pass_step = None
+    if _VS_TWO_PASS.value:
+        other = trainer_lib.GANTrainer(
+            dataclasses.replace(train_config, d_two_pass=True),
+            tf.distribute.get_strategy())
+
+        @tf.function
+        def two_pass_step():
+            g_loss = other.g_update(*noise())
+            metrics, _ = other.d_update(images, labels, *noise())
+            return g_loss + metrics[0]
+
+        print("Warm-up of the two-pass D update...", flush=True)
+        _time_calls(two_pass_step, _WARMUP.value)
     if on_gpu:
         tf.config.experimental.reset_memory_stats("GPU:0")
 
@@ -321,12 +342,17 @@ def main(argv):
     flops_per_step = step_model * batch
     rounds = min(_ROUNDS.value, _STEPS.value)
     step_s, step_cpu_s, round_ratios = [], [], []
+    two_pass_s, two_pass_cpu_s = [], []
     before = probe.measure()
     for r in range(rounds):
         count = _STEPS.value * (r + 1) // rounds - len(step_s)
         wall, cpu = _time_calls(global_step, count)
         step_s += wall
         step_cpu_s += cpu
+        if two_pass_step is not None:
+            wall_2, cpu_2 = _time_calls(two_pass_step, count)
+            two_pass_s += wall_2
+            two_pass_cpu_s += cpu_2
         after = probe.measure()
         # Utilization of this round against the matmuls right around it.
         round_ratios.append(
@@ -337,6 +363,12 @@ def main(argv):
               f"GFLOP/s, utilization {100 * round_ratios[-1]:.1f}%",
               flush=True)
     peak_mib = peak_memory_mib(on_gpu)
+    if two_pass_s:
+        ratio = float(np.median(two_pass_s) / np.median(step_s))
+        ratio_cpu = float(np.median(two_pass_cpu_s) / np.median(step_cpu_s))
+        print(f"  D as two calls: median {np.median(two_pass_s):.3f} s/step; "
+              f"one call on concat(real, fake) is {ratio:.3f}x as fast "
+              f"({ratio_cpu:.3f}x per CPU second)", flush=True)
 
     attention_ms = {}
     for res in (int(s) for s in _ATTENTION_SIZES.value):
@@ -409,6 +441,12 @@ def main(argv):
         op_seconds_per_step=op_seconds,
         label=_LABEL.value, command=command,
     )
+    if two_pass_s:
+        row.update(
+            d_two_pass_step_ms_median=1000 * float(np.median(two_pass_s)),
+            d_two_pass_step_cpu_s_median=float(np.median(two_pass_cpu_s)),
+            d_concat_speedup=ratio, d_concat_speedup_cpu_time=ratio_cpu,
+        )
     print(f"G forward: {analytic['g_per_image'] / 1e9:.3f} GFLOP/image "
           f"(profiler, batch {batch}: {g_fwd} vs analytic {g_ana}); "
           f"D forward: {analytic['d_per_image'] / 1e9:.3f} GFLOP/image "

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "bench", "throughput.py")
 
@@ -48,7 +50,7 @@ def test_tiny_run_writes_a_consistent_row(tmp_path):
             "--steps", "2", "--warmup", "1", "--rounds", "1",
             "--matmul_size", "128", "--matmul_reps", "2",
             "--attention_sizes", "16", "--attention_steps", "1",
-            "--output", str(output),
+            "--vs_d_two_pass", "--output", str(output),
         ],
         check=True,
         cwd=ROOT,
@@ -81,3 +83,7 @@ def test_tiny_run_writes_a_consistent_row(tmp_path):
     assert row["attention_ms"]["16"] > 0
     assert row["attention_ms_32"] is None and row["attention_ms_64"] is None
     assert row["command"].startswith("python bench/throughput.py")
+    # --vs_d_two_pass timed the two-call D update in the same rounds.
+    assert row["d_two_pass_step_ms_median"] > 0
+    assert row["d_concat_speedup"] == pytest.approx(
+        row["d_two_pass_step_ms_median"] / row["step_ms_median"])
