@@ -383,8 +383,8 @@ class SpectralNormalization(_SpectralNormMixin, keras.layers.Wrapper):
             `Conv2DTranspose` or `Embedding` (exactly these types).
         power_iterations: power iterations per call (released: 1).
         stop_gradient_uv: stop gradients at u and v (Miyato / TF-GAN).
-        **kwargs: Layer arguments; `dtype` defaults to the wrapped layer's
-            policy.
+        **kwargs: Layer arguments. The dtypes are the wrapped layer's
+            (a `dtype` argument is ignored).
 
     Call arguments:
         inputs: the wrapped layer's input ([B, ..., F_in], [B, H, W, C] or
@@ -395,7 +395,7 @@ class SpectralNormalization(_SpectralNormMixin, keras.layers.Wrapper):
             writes it in inference mode too (the released generator).
 
     Returns:
-        The wrapped layer's output, in the compute dtype.
+        The wrapped layer's output, in its compute dtype.
     """
 
     def __init__(
@@ -412,9 +412,13 @@ class SpectralNormalization(_SpectralNormMixin, keras.layers.Wrapper):
                 f"SpectralNormalization power_iterations must be >= 1, got "
                 f"{power_iterations!r}"
             )
-        kwargs.setdefault("dtype", layer.dtype_policy)
-        # The kernel must be read in float32 under mixed precision; inputs
-        # and the normalized kernel are cast to the compute dtype in call.
+        # Under a mixed policy Keras would hand the kernel to `call` already
+        # cast to the compute dtype, and the power iteration needs it in
+        # float32: the wrapper itself computes in the variable dtype, with
+        # autocasting off, and casts inputs and the normalized kernel to
+        # the wrapped layer's compute dtype itself.
+        kwargs.pop("dtype", None)
+        kwargs["dtype"] = layer.dtype_policy.variable_dtype
         kwargs["autocast"] = False
         super().__init__(layer, **kwargs)
         self.power_iterations = int(power_iterations)
@@ -444,8 +448,8 @@ class SpectralNormalization(_SpectralNormMixin, keras.layers.Wrapper):
             table = tf.transpose(self._normalize(training, update_sn))
             if not inputs.dtype.is_integer:
                 inputs = tf.cast(inputs, tf.int32)
-            return tf.gather(tf.cast(table, self.compute_dtype), inputs)
-        inputs = tf.cast(inputs, self.compute_dtype)
+            return tf.gather(tf.cast(table, layer.compute_dtype), inputs)
+        inputs = tf.cast(inputs, layer.compute_dtype)
         kernel_shape = self._kernel().shape
 
         def op(x, w_mat):
@@ -487,7 +491,7 @@ class SpectralNormalization(_SpectralNormMixin, keras.layers.Wrapper):
     def compute_output_spec(self, inputs, **kwargs):
         return keras.KerasTensor(
             self.layer.compute_output_shape(inputs.shape),
-            dtype=self.compute_dtype,
+            dtype=self.layer.compute_dtype,
         )
 
     def compute_mask(self, inputs, mask=None):
@@ -500,6 +504,18 @@ class SpectralNormalization(_SpectralNormMixin, keras.layers.Wrapper):
             stop_gradient_uv=self.stop_gradient_uv,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = dict(config.pop("layer"))
+        # Built by the wrapper's build rather than on deserialization, so
+        # its variable paths stay under the wrapper's, as when first built.
+        inner.pop("build_config", None)
+        layer = keras.saving.deserialize_keras_object(
+            inner, custom_objects=custom_objects
+        )
+        return cls(layer, **config)
 
 
 def _pair(value):
