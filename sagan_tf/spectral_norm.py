@@ -364,14 +364,16 @@ class SpectralNormalization(_SpectralNormMixin, keras.layers.Wrapper):
     `Conv2DTranspose` or `Embedding`.
 
     Unlike `keras.layers.SpectralNormalization`, which assigns W / sigma to
-    the wrapped kernel in training mode (so no gradient flows through
-    sigma) and fails inside `strategy.run` under MirroredStrategy
-    (tensorflow/tensorflow#37834), this wrapper never writes the kernel: it
-    forms W / sigma in the forward pass, gradients flow through sigma, and
-    only u, a MEAN-aggregated non-trainable weight, is assigned. The
-    wrapped layer's own `call` is not used: the wrapper applies its op
-    (matmul, convolution, transposed convolution or gather) with its
-    settings, bias and activation to the normalized kernel.
+    the wrapped kernel in training mode so that no gradient flows through
+    sigma, this wrapper never writes the kernel: it forms W / sigma in the
+    forward pass, and gradients flow through sigma. Its only state is u, a
+    MEAN-aggregated non-trainable weight, so it also works inside
+    `strategy.run` under MirroredStrategy, where Keras' layer fails
+    (tensorflow/tensorflow#37834).
+
+    The wrapped layer's `call` is not used: its op (matmul, convolution,
+    transposed convolution or gather), settings, bias and activation are
+    applied to W / sigma.
 
     W is the kernel reshaped to [-1, kernel.shape[-1]] (as Keras' wrapper
     does; for `Conv2DTranspose` the last axis is the input channels), and
@@ -412,12 +414,10 @@ class SpectralNormalization(_SpectralNormMixin, keras.layers.Wrapper):
                 f"SpectralNormalization power_iterations must be >= 1, got "
                 f"{power_iterations!r}"
             )
-        # Under a mixed policy Keras would hand the kernel to `call` already
-        # cast to the compute dtype, and the power iteration needs it in
-        # float32: the wrapper itself computes in the variable dtype, with
-        # autocasting off, and casts inputs and the normalized kernel to
-        # the wrapped layer's compute dtype itself.
-        kwargs.pop("dtype", None)
+        # Under a mixed policy Keras would hand `call` the kernel already
+        # cast to the compute dtype; the power iteration needs float32. So
+        # the wrapper runs in the variable dtype without autocasting and
+        # casts inputs and W / sigma to the inner compute dtype itself.
         kwargs["dtype"] = layer.dtype_policy.variable_dtype
         kwargs["autocast"] = False
         super().__init__(layer, **kwargs)
