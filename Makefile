@@ -1,26 +1,46 @@
 # `make test` and `make demo` need nothing but python3 (3.10+) on the PATH:
-# the first run creates .venv and installs the pinned requirements into it.
+# the first run creates .venv, installs the pinned requirements into it, then
+# this package itself (editable, without touching the pins), so the tests
+# import the installed `sagan_tf`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# A throwaway venv for `make install-check`.
+CHECK_VENV ?= /tmp/sagan_tf-install-check
 
-.PHONY: test lint demo clean
+.PHONY: test lint demo install-check clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# pytest's own entry point, not `python -m pytest`: the checkout is then not
+# on sys.path, and `sagan_tf` comes from the installed package.
 test: lint
-	$(PY) -m pytest
+	$(VENV)/bin/pytest
 
 demo: $(STAMP)
 	$(PY) demo/run_demo.py
 
+# `pip install .` into a fresh venv with pyproject's dependency ranges (no
+# pins, no dev tools), then every module imported from another folder.
+install-check:
+	rm -rf $(CHECK_VENV)
+	$(PYTHON) -m venv $(CHECK_VENV)
+	$(CHECK_VENV)/bin/pip install --quiet .
+	cd $(CHECK_VENV) && bin/python -c "import importlib, pkgutil, sagan_tf; \
+	  names = [m.name for m in pkgutil.iter_modules(sagan_tf.__path__)]; \
+	  [importlib.import_module('sagan_tf.' + n) for n in names]; \
+	  print('sagan_tf', sagan_tf.__version__, 'from', sagan_tf.__file__, \
+	        '-', len(names), 'modules import')"
+	rm -rf $(CHECK_VENV)
+
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache build *.egg-info

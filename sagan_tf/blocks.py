@@ -21,6 +21,7 @@ def _downsample(x):
     return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="VALID")
 
 
+@keras.saving.register_keras_serializable(package="sagan_tf")
 class GeneratorBlock(keras.layers.Layer):
     """Released generator up-block (`generator.block`).
 
@@ -96,6 +97,7 @@ class GeneratorBlock(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="sagan_tf")
 class DiscriminatorBlock(keras.layers.Layer):
     """Released discriminator blocks (`discriminator.block` and
     `optimized_block`).

@@ -87,6 +87,7 @@ def _attention_index(resolutions, attention_resolution, owner):
     return resolutions.index(attention_resolution)
 
 
+@keras.saving.register_keras_serializable(package="sagan_tf")
 class Generator(keras.Model):
     """Class-conditional SAGAN generator (released `generator_test`).
 
@@ -232,7 +233,18 @@ class Generator(keras.Model):
     def get_config(self):
         return _config_of(self, _G_CONFIG_KEYS)
 
+    def get_build_config(self):
+        # `build` is called explicitly (not through __call__), so Keras has
+        # no recorded shapes; `.keras` loading rebuilds from these.
+        if not self.built:
+            return None
+        return {"z_shape": [None, self.z_dim], "labels_shape": [None]}
 
+    def build_from_config(self, config):
+        self.build(**config)
+
+
+@keras.saving.register_keras_serializable(package="sagan_tf")
 class Discriminator(keras.Model):
     """Projection discriminator (released `discriminator_test`).
 
@@ -247,10 +259,12 @@ class Discriminator(keras.Model):
     Call arguments:
         images: float [B, S, S, 3]; labels: int [B]; training: Python bool;
         update_sn: None writes u in training mode only; False is the
-        released "NO_OPS" pass (sigma from the stored u, u not written).
+        released "NO_OPS" pass (sigma from the stored u, u not written);
+        return_attention: also return the attention map.
 
     Returns:
-        float32 logits [B].
+        float32 logits [B], or (logits, beta) with beta [B, N, N/4],
+        N = attention_resolution^2.
     """
 
     def __init__(
@@ -329,13 +343,24 @@ class Discriminator(keras.Model):
         self.d_sn_linear.build((batch, self._feature_channels))
         self.d_embedding.build((batch,))
 
-    def call(self, images, labels, training=False, update_sn=None):
+    def call(
+        self, images, labels, training=False, update_sn=None,
+        return_attention=False,
+    ):
+        if return_attention and self.d_non_local is None:
+            raise ValueError(
+                "Discriminator: return_attention=True needs attention, but "
+                "attention_resolution is None"
+            )
         sn_kw = dict(training=training, update_sn=update_sn)
         h = images
+        beta = None
         for i, block in enumerate(self.blocks):
             h = block(h, **sn_kw)  # resolution halves, except the last
             if i == self._attention_index:
-                h = self.d_non_local(h, **sn_kw)
+                h, beta = self.d_non_local(
+                    h, **sn_kw, return_attention=True
+                )
         h = tf.nn.relu(tf.cast(h, tf.float32))
         h = tf.reduce_sum(h, axis=[1, 2])  # [B, C]
         logits = self.d_sn_linear(h, **sn_kw)  # [B, 1]
@@ -343,10 +368,23 @@ class Discriminator(keras.Model):
         logits += tf.reduce_sum(
             h * self.d_embedding(labels, **sn_kw), axis=1, keepdims=True
         )
-        return tf.squeeze(logits, axis=1)
+        logits = tf.squeeze(logits, axis=1)
+        if return_attention:
+            return logits, beta
+        return logits
 
     def get_config(self):
         return _config_of(self, _D_CONFIG_KEYS)
+
+    def get_build_config(self):
+        # As in Generator: `.keras` loading rebuilds from these shapes.
+        if not self.built:
+            return None
+        size = self.image_size
+        return {"images_shape": [None, size, size, 3], "labels_shape": [None]}
+
+    def build_from_config(self, config):
+        self.build(**config)
 
 
 def build_generator(model_config):

@@ -95,6 +95,7 @@ class _BatchNormBase(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="sagan_tf")
 class ConditionalBatchNorm(_BatchNormBase):
     """Class-conditional BN of the released generator blocks.
 
@@ -157,6 +158,7 @@ class ConditionalBatchNorm(_BatchNormBase):
         return config
 
 
+@keras.saving.register_keras_serializable(package="sagan_tf")
 class BatchNorm(_BatchNormBase):
     """Plain BN of the released generator head (`ops.batch_norm`).
 

@@ -10,21 +10,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf import attention_maps as attention_lib
 from sagan_tf import summaries
 
-# Marker colours of the attention query points (RGB).
-_QUERY_COLOURS = np.array(
-    [
-        [255, 40, 40],
-        [40, 220, 40],
-        [60, 120, 255],
-        [255, 220, 0],
-        [255, 0, 255],
-        [0, 230, 230],
-    ],
-    np.uint8,
-)
-
+# Part of this module's API before they moved to attention_maps.py.
+attention_maps = attention_lib.attention_maps
+default_queries = attention_lib.default_queries
 
 def to_uint8(images):
     """Images in [-1, 1] to uint8 (x + 1) * 127.5, clipped and rounded."""
@@ -108,86 +99,24 @@ def interpolation_strip(generator, label, steps, rng):
     return tile(images[None])
 
 
-def default_queries(image_size):
-    """Quarter / three-quarter points of each side, (row, column)."""
-    a, b = image_size // 4, (3 * image_size) // 4
-    return ((a, a), (a, b), (b, a), (b, b))
-
-
-def _heat(values):
-    """[H, W] in [0, 1] -> uint8 [H, W, 3], black-red-yellow-white."""
-    r = np.clip(3.0 * values, 0.0, 1.0)
-    g = np.clip(3.0 * values - 1.0, 0.0, 1.0)
-    b = np.clip(3.0 * values - 2.0, 0.0, 1.0)
-    return (np.stack([r, g, b], -1) * 255).astype(np.uint8)
-
-
-def _mark(image, row, col, colour, radius):
-    image[max(row - radius, 0):row + radius + 1,
-          max(col - radius, 0):col + radius + 1] = colour
-
-
-def attention_maps(beta, queries, image_size, attention_resolution):
-    """Each query's attention over the generated image.
-
-    Args:
-        beta: [B, N, N/4] attention of G's block, N = R^2 query locations
-            (row-major), N/4 the 2x2-max-pooled key locations.
-        queries: (row, column) pixels of the S x S image.
-        image_size: S.
-        attention_resolution: R.
-
-    Returns:
-        float32 [B, Q, S, S]: each map is beta over the keys, upsampled to
-        the image (nearest) and scaled so its maximum is 1.
-    """
-    beta = np.asarray(beta, np.float32)
-    res, keys = attention_resolution, attention_resolution // 2
-    maps = []
-    for row, col in queries:
-        if not (0 <= row < image_size and 0 <= col < image_size):
-            raise ValueError(
-                f"--attention_queries: ({row}, {col}) is outside the "
-                f"{image_size}x{image_size} image"
-            )
-        # Image pixel -> location in the R x R attention grid.
-        q = (row * res // image_size) * res + col * res // image_size
-        m = beta[:, q, :].reshape(-1, keys, keys)  # [B, R/2, R/2]
-        scale = image_size // keys
-        m = m.repeat(scale, axis=1).repeat(scale, axis=2)  # [B, S, S]
-        maps.append(m / np.maximum(m.max(axis=(1, 2), keepdims=True), 1e-12))
-    return np.stack(maps, axis=1)
-
-
 def attention_figure(generator, labels, queries, attention_resolution, rng):
-    """Figure as in the paper: image with query dots, then one map each.
+    """G's attention figure (`attention_maps.figure`), one row per label.
 
     Returns:
-        uint8 [B * S, (1 + Q) * S, 3]: row b = sample b with the query
-        points marked, followed by each query's attention map over the
-        dimmed image, its point marked in the same colour.
+        uint8 [T + B * P, (1 + Q) * P, 3]: a title strip naming G's
+        attention layer, then per sample the image with the query pixels
+        marked and each query's attention map over the dimmed image, in
+        panels of P >= 128 pixels.
     """
     labels = np.asarray(labels, np.int32)
     z = rng.standard_normal((labels.size, generator.z_dim))
     images, beta = _generate(generator, z, labels, return_attention=True)
-    images = to_uint8(images)
     size = images.shape[1]
     maps = attention_maps(beta, queries, size, attention_resolution)
-    radius = max(size // 64, 1)
-    rows = []
-    for b in range(labels.size):
-        marked = images[b].copy()
-        panels = [marked]
-        for i, (row, col) in enumerate(queries):
-            colour = _QUERY_COLOURS[i % len(_QUERY_COLOURS)]
-            _mark(marked, row, col, colour, radius)
-            overlay = (0.35 * images[b] + 0.65 * _heat(maps[b, i])).astype(
-                np.uint8
-            )
-            _mark(overlay, row, col, colour, radius)
-            panels.append(overlay)
-        rows.append(np.stack(panels))
-    return tile(np.stack(rows))
+    title = attention_lib.layer_title(
+        "G", generator.attention_layers[0], attention_resolution, size
+    )
+    return attention_lib.figure(to_uint8(images), maps, queries, title)
 
 
 def write_samples(generator, config, out_dir, step, attention_resolution):

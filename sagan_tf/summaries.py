@@ -5,7 +5,10 @@ Scalar tags are the released ones (`d_loss`, `d_loss_real`, `d_loss_fake`,
 plus one per attention gain (released: `sigma_ratio`; here named after the
 layer, e.g. `g_non_local/gamma`), `global_step/sec` (the name
 TF1's step counter used) and `images/sec`. Image grids: `input_image_grid`
-and `generator_grid`, as released.
+and `generator_grid`, as released, plus one attention figure per attention
+layer (`attention/g_non_local`, `attention/d_non_local`; see
+`attention_maps.py`). The resolved configuration goes to the Text tab
+(`config`) once per run.
 """
 
 import math
@@ -70,6 +73,7 @@ _SCALAR_METADATA = _plugin_metadata(
     "scalars", summary_pb2.DATA_CLASS_SCALAR)
 _IMAGE_METADATA = _plugin_metadata(
     "images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
+_TEXT_METADATA = _plugin_metadata("text", summary_pb2.DATA_CLASS_TENSOR)
 
 
 class SummaryWriter:
@@ -102,11 +106,23 @@ class SummaryWriter:
                 ])
                 tf.summary.write(tag, tensor, metadata=_IMAGE_METADATA)
 
+    def text(self, step, texts):
+        """Writes a dict tag → Markdown string (TensorBoard's Text tab)."""
+        with self._writer.as_default(step=step):
+            for tag, text in texts.items():
+                tf.summary.write(
+                    tag, tf.constant(text), metadata=_TEXT_METADATA)
+
     def flush(self):
         self._writer.flush()
 
     def close(self):
         self._writer.close()
+
+
+def config_markdown(config_json):
+    """The resolved configuration (JSON text) as a Markdown code block."""
+    return "\n".join("    " + line for line in config_json.splitlines())
 
 
 def format_duration(seconds):

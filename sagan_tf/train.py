@@ -21,7 +21,7 @@ import time
 
 import keras
 
-from sagan_tf import checkpointing, data, distribute, summaries
+from sagan_tf import attention_maps, checkpointing, data, distribute, summaries
 from sagan_tf import trainer as trainer_lib
 
 
@@ -119,6 +119,9 @@ class _Loop:
         self.writer = summaries.SummaryWriter(
             self.directory, enabled=self.is_chief
         )
+        self.attention = attention_maps.AttentionSummary(
+            self.trainer.generator, self.trainer.discriminator
+        )
 
     def _restore(self):
         path = self.keeper.restore_latest()
@@ -144,6 +147,8 @@ class _Loop:
                      "nothing to do.")
             return start
         self.trainer.seed_noise(start)
+        self.writer.text(start, {"config": summaries.config_markdown(
+            checkpointing.config_to_json(c))})
         dataset = data.distributed_dataset(
             self.strategy,
             c.data,
@@ -247,6 +252,8 @@ class _Loop:
             "input_image_grid": summaries.image_grid(real.numpy()),
             "generator_grid": summaries.image_grid(fake.numpy()),
         })
+        if self.is_chief:  # inference mode, update_sn=False: no state moves
+            self.writer.images(step, self.attention.images())
         self.writer.flush()
 
 

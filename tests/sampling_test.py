@@ -59,8 +59,13 @@ def test_write_samples(tmp_path):
     grid = _read_png(paths["class_grid"])
     assert grid.shape == (2 * s, 3 * s, 3)
     assert _read_png(paths["interpolation"]).shape == (s, 5 * s, 3)
-    # One row per class: image + one map per default query.
-    assert _read_png(paths["attention"]).shape == (2 * s, 5 * s, 3)
+    # A title strip, then one row per class: image + one map per default
+    # query, in panels of at least 128 px with 2 px gutters.
+    panel = s * -(-128 // s)
+    attention = _read_png(paths["attention"])
+    assert panel >= 128
+    assert attention.shape[1:] == (5 * panel + 4 * 2, 3)
+    assert attention.shape[0] > 2 * panel + 2 + 20
     with np.load(paths["samples"]) as data:
         assert data["images"].shape == (10, s, s, 3)
         assert data["images"].dtype == np.uint8

@@ -147,6 +147,27 @@ def test_cli_writes_config_checkpoint_and_every_summary(first_run):
     assert tf.io.decode_png(grid[2]).shape == (64, 64, 3)
 
 
+def test_cli_writes_attention_figures_and_config_text(first_run):
+    run_dir = _run_dir(first_run[0])
+    values = {}
+    for name in os.listdir(run_dir):
+        if name.startswith("events.out.tfevents"):
+            path = os.path.join(run_dir, name)
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    values.setdefault(value.tag, []).append((event.step, value))
+    for tag in ("attention/g_non_local", "attention/d_non_local"):
+        assert [step for step, _ in values[tag]] == [2, 4], tag
+        width, height, png = values[tag][-1][1].tensor.string_val
+        image = tf.io.decode_png(png).numpy()
+        # 32x32 images in 128 px panels: the image and 4 query maps.
+        assert image.shape == (int(height), int(width), 3)
+        assert int(width) == 5 * 128 + 4 * 2
+    (step, config), = values["config"]
+    assert step == 0 and config.metadata.plugin_data.plugin_name == "text"
+    assert '"image_size": 32' in config.tensor.string_val[0].decode()
+
+
 def test_resume_then_non_finite_loss_keeps_last_good_checkpoint(
     first_run, records, tmp_path
 ):
