@@ -15,16 +15,10 @@ file or value at fault; --debug shows the Python traceback instead.
 Flag defaults live in sagan_tf/config.py.
 """
 
-import os
-import sys
-
 from absl import app, flags
 
-# Run as a script from anywhere: make the repository's package importable.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from sagan_tf import cli  # noqa: E402
-from sagan_tf import config as config_lib  # noqa: E402
+from sagan_tf import cli
+from sagan_tf import config as config_lib
 
 PROGRAM = "train_imagenet.py"
 

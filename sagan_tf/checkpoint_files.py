@@ -75,6 +75,17 @@ def find(directory):
     ]
 
 
+def at(prefix):
+    """The `Checkpoint` at `prefix` (e.g. --checkpoint_path), files as
+    present; `files` is empty when it does not exist."""
+    files = tuple(sorted(
+        path for path in tf.io.gfile.glob(prefix + ".*")
+        if path.endswith(".index") or ".data-" in path
+    ))
+    match = re.search(r"-(\d+)$", prefix)
+    return Checkpoint(prefix, int(match.group(1)) if match else -1, files)
+
+
 def listed_but_missing(directory, found):
     """Names the state file lists whose files are all gone."""
     try:
@@ -110,16 +121,18 @@ def problem(checkpoint, keys=None):
     data = [f for f in checkpoint.files if ".data-" in f]
     if not data:
         return "its data file is missing"
+    # The reader's pybind layer raises OpErrors, ValueError or IndexError
+    # ("Read less bytes than requested") depending on where the file ends.
     try:
         reader = tf.train.load_checkpoint(checkpoint.prefix)
-    except (tf.errors.OpError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001
         return (f"its index file {os.path.basename(index)} is truncated or "
                 f"damaged ({_short(error)})")
     try:
         for name in reader.get_variable_to_shape_map():
             if keys is None or name.startswith(tuple(keys)):
                 reader.get_tensor(name)
-    except (tf.errors.OpError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001
         names = ", ".join(os.path.basename(f) for f in data)
         return (f"its data file {names} is truncated or damaged "
                 f"({_short(error)})")
