@@ -21,7 +21,7 @@ from absl import app, flags
 # Run as a script from anywhere: make the repository's package importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sagan_tf import cli, config, imagenet_folder  # noqa: E402
+from sagan_tf import cli, config, imagenet_folder, paths  # noqa: E402
 
 _INPUT_DIR = flags.DEFINE_string(
     "input_dir", None,
@@ -52,6 +52,8 @@ cli.define_debug_flag(flags.FLAGS)
 
 
 def _convert():
+    # Before TensorFlow loads: a wrong path fails in a moment.
+    paths.check_folder(_OUTPUT_DIR.value, "--output_dir")
     cli.quiet_tensorflow_startup()
     summary = imagenet_folder.convert(
         _INPUT_DIR.value, _OUTPUT_DIR.value,
