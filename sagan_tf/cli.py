@@ -49,26 +49,28 @@ def define_debug_flag(flag_values):
     )
 
 
-def _keep_startup_line(line, level):
+def _keep_startup_line(line, level, user_set):
+    if level == 0:
+        return True
     if any(pattern.match(line) for pattern in _NOISE):
         return False
     match = _CPP_LINE.match(line)
     if not match:
         return True
-    severity = "IWEF".index(match.group(1))
-    if severity < level:
+    if "IWEF".index(match.group(1)) < level:
         return False
-    return not _NO_GPU.search(line)
+    return user_set or not _NO_GPU.search(line)
 
 
 def quiet_tensorflow_startup():
     """Imports TensorFlow with its C++ log at warnings and above.
 
-    Sets TF_CPP_MIN_LOG_LEVEL (unless the user did: then TensorFlow's own
-    log is left alone), and drops the start-up lines that TensorFlow prints
-    regardless of it: INFO lines, and the missing-GPU-driver error of a CPU
-    machine. TensorFlow's Python INFO log (e.g. the saver's timings) is
-    turned off too. Does nothing when TensorFlow is already imported.
+    Sets TF_CPP_MIN_LOG_LEVEL to warnings and above unless the user set it,
+    and applies that level to the start-up lines TensorFlow prints
+    regardless of it. By default the missing-GPU-driver error of a CPU
+    machine goes too. TensorFlow's Python INFO log (e.g. the saver's
+    timings) is turned off. Does nothing when TensorFlow is already
+    imported.
     """
     if "tensorflow" in sys.modules:
         return
@@ -78,9 +80,6 @@ def quiet_tensorflow_startup():
         level = int(os.environ[_TF_LOG_ENV])
     except ValueError:
         level = int(DEFAULT_TF_LOG_LEVEL)
-    if user_set:
-        _import_tensorflow()
-        return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as capture:
@@ -97,7 +96,7 @@ def quiet_tensorflow_startup():
             capture.seek(0)
             text = capture.read().decode("utf-8", "replace")
             kept = [line for line in text.splitlines(keepends=True)
-                    if level == 0 or _keep_startup_line(line, level)]
+                    if _keep_startup_line(line, level, user_set)]
             sys.stderr.write("".join(kept))
             sys.stderr.flush()
 
