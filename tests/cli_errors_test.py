@@ -1,13 +1,14 @@
 """Every bad input gives one paragraph and a non-zero status, no traceback.
 
-eval_imagenet.py's and train_imagenet.py's `main` run in this process
-(several cases per TensorFlow start-up); the converter, whose flags would
-clash with eval_imagenet.py's in one process, and the evaluator's endless
-watching run as subprocesses. Each case checks the exit status, a message
-naming the culprit, and that no traceback was printed; checkpoint cases
-check that no pre-existing checkpoint file changed.
+train_imagenet.py's `main` runs in this process; eval_imagenet.py's runs
+for every case in one subprocess (its flags are global and would clash
+with other commands' here); the converter and the evaluator's endless
+watching run as subprocesses of their own. Each case checks the exit
+status, a message naming the culprit, and that no traceback was printed;
+checkpoint cases check that no pre-existing checkpoint file changed.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -17,34 +18,48 @@ import time
 import eval_fixtures as fx
 import numpy as np
 import pytest
-from absl import flags
 from train_recovery_test import md5s, run_main
 
 from sagan_tf import inception
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import eval_imagenet  # noqa: E402
-
 MODEL = fx.tiny_model_config()
 ENV = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
 # The commands' own default log level, as a user gets it.
 ENV.pop("TF_CPP_MIN_LOG_LEVEL", None)
 
 
-def eval_main(capsys, *args):
-    """eval_imagenet.py's main in this process: (exit status, output)."""
+# Runs eval_imagenet.py's main once per argv list, in one process (its
+# flags are global, and would clash with other commands' in this one).
+_DRIVER = r"""
+import contextlib, io, json, sys
+from absl import flags
+import eval_imagenet
+results = {}
+for name, argv in json.loads(sys.argv[1]).items():
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["eval_imagenet.py", *args])
-    code = 0
-    try:
-        eval_imagenet.main(["eval_imagenet.py"])
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    flags.FLAGS(["eval_imagenet.py", *argv])
+    out, code = io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            eval_imagenet.main(["eval_imagenet.py"])
+        except SystemExit as stop:
+            code = stop.code
+    results[name] = [code, out.getvalue()]
+print("RESULTS" + json.dumps(results))
+"""
+
+
+def run_eval_cases(cases):
+    """{name: argv} -> {name: (exit status, output)}."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _DRIVER, json.dumps(cases)], cwd=ROOT,
+        env=ENV, capture_output=True, text=True, timeout=600,
+    )
+    marker = proc.stdout.rfind("RESULTS")
+    assert marker >= 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return json.loads(proc.stdout[marker + len("RESULTS"):])
 
 
 def one_paragraph_error(code, out, pattern):
@@ -82,33 +97,76 @@ def truncate(run_dir, step):
     return name
 
 
-def test_sample_and_export_without_checkpoint(assets, tmp_path, capsys):
+INCEPTION_ERRORS = {
+    "missing": r"--inception_path='\S+nope\.pb' does not exist",
+    "empty_folder": r"--inception_path='\S+' is a folder without "
+                    r"saved_model\.pb",
+    "other_file": r"--inception_path='\S+notes\.txt' is a file but not a "
+                  r"frozen GraphDef",
+    "random_pb": r"--inception_path='\S+random\.pb'(: the frozen graph "
+                 r"must have input| is not a frozen GraphDef)",
+    "unreachable_url": r"Could not load the Inception classifier from "
+                       r"--inception_path='http://127\.0\.0\.1:9/m'",
+}
+
+
+@pytest.fixture(scope="module")
+def eval_runs(assets, tmp_path_factory):
+    """Every eval_imagenet.py case, run in one process."""
     _, data_dir, graph = assets
+    t = tmp_path_factory.mktemp("eval_cases")
+    cases, info = {}, {}
+    outputs = [f"--sample_dir={t / 's'}", f"--export_dir={t / 'e'}",
+               "--num_npz_samples=4", "--samples_per_class=2",
+               "--sample_classes=0,2"]
     for mode in ("sample", "export"):
-        code, out = eval_main(
-            capsys, *eval_flags(tmp_path / "none", data_dir, graph),
-            f"--mode={mode}", f"--sample_dir={tmp_path / 's'}",
-            f"--export_dir={tmp_path / 'e'}")
+        cases[f"none_{mode}"] = [*eval_flags(t / "none", data_dir, graph),
+                                 f"--mode={mode}", *outputs]
+    # Newest checkpoint cut short: sample and export fall back.
+    run_dir = str(t / "trunc" / "imagenet_8")
+    fx.write_checkpoint(run_dir, MODEL, step=10)
+    fx.write_checkpoint(run_dir, MODEL, step=12)
+    info["trunc"] = (run_dir, truncate(run_dir, 12), md5s(run_dir))
+    for mode in ("sample", "export"):
+        cases[f"trunc_{mode}"] = [*eval_flags(t / "trunc", data_dir, graph),
+                                  f"--mode={mode}", *outputs]
+    (t / "module").mkdir()
+    (t / "notes.txt").write_text("not a model")
+    (t / "random.pb").write_bytes(np.random.default_rng(1).bytes(3000))
+    paths = {"missing": str(t / "nope.pb"), "empty_folder": str(t / "module"),
+             "other_file": str(t / "notes.txt"),
+             "random_pb": str(t / "random.pb"),
+             "unreachable_url": "http://127.0.0.1:9/m"}
+    for kind, path in paths.items():
+        cases[f"inception_{kind}"] = [
+            *eval_flags(t / "ck0", data_dir, path), "--num_evals=1"]
+    # Watching: the oldest checkpoint is cut short, a result line damaged.
+    run_dir = str(t / "watch" / "imagenet_8")
+    fx.write_checkpoint(run_dir, MODEL, step=10)
+    fx.write_checkpoint(run_dir, MODEL, step=12)
+    victim = truncate(run_dir, 10)
+    results = t / "watch" / "eval" / "imagenet_8" / "results.jsonl"
+    results.parent.mkdir(parents=True)
+    results.write_text('{"checkpoint": "ckpt-4", "st\n')
+    info["watch"] = (run_dir, victim, md5s(run_dir), results)
+    cases["watch"] = [*eval_flags(t / "watch", data_dir, graph),
+                      "--num_evals=1"]
+    return run_eval_cases(cases), info, t
+
+
+def test_sample_and_export_without_checkpoint(eval_runs):
+    for mode in ("sample", "export"):
+        code, out = eval_runs[0][f"none_{mode}"]
         one_paragraph_error(
             code, out, r"eval_imagenet.py: error: no checkpoint in \S+"
             r"imagenet_8 \(--checkpoint_dir=.*Train first")
 
 
-def test_sample_and_export_skip_a_truncated_newest_checkpoint(
-    assets, tmp_path, capsys
-):
-    _, data_dir, graph = assets
-    run_dir = str(tmp_path / "ck" / "imagenet_8")
-    fx.write_checkpoint(run_dir, MODEL, step=10)
-    fx.write_checkpoint(run_dir, MODEL, step=12)
-    victim = truncate(run_dir, 12)
-    before = md5s(run_dir)
+def test_sample_and_export_skip_a_truncated_newest_checkpoint(eval_runs):
+    results, info, t = eval_runs
+    run_dir, victim, before = info["trunc"]
     for mode in ("sample", "export"):
-        code, out = eval_main(
-            capsys, *eval_flags(tmp_path / "ck", data_dir, graph),
-            f"--mode={mode}", f"--sample_dir={tmp_path / 's'}",
-            f"--export_dir={tmp_path / 'e'}", "--num_npz_samples=4",
-            "--samples_per_class=2", "--sample_classes=0,2")
+        code, out = results[f"trunc_{mode}"]
         assert code == 0, out
         assert re.search(rf"WARNING: skipping checkpoint \S+ckpt-12: its "
                          rf"data file {re.escape(victim)} is truncated", out)
@@ -116,55 +174,21 @@ def test_sample_and_export_skip_a_truncated_newest_checkpoint(
                          out), out
         assert "Traceback" not in out
     assert md5s(run_dir) == before
-    assert os.path.exists(tmp_path / "e" / "saved_model.pb")
+    assert os.path.exists(t / "e" / "saved_model.pb")
 
 
-@pytest.mark.parametrize("kind", [
-    "missing", "empty_folder", "other_file", "random_pb", "unreachable_url",
-])
-def test_bad_inception_path(assets, tmp_path, capsys, kind):
-    _, data_dir, _ = assets
-    expected = {
-        "missing": r"--inception_path='\S+nope\.pb' does not exist",
-        "empty_folder": r"--inception_path='\S+' is a folder without "
-                        r"saved_model\.pb",
-        "other_file": r"--inception_path='\S+notes\.txt' is a file but not "
-                      r"a frozen GraphDef",
-        "random_pb": r"--inception_path='\S+random\.pb'(: the frozen graph "
-                     r"must have input| is not a frozen GraphDef)",
-        "unreachable_url": r"Could not load the Inception classifier from "
-                           r"--inception_path='http://127\.0\.0\.1:9/m'",
-    }[kind]
-    path = {"missing": str(tmp_path / "nope.pb"),
-            "empty_folder": str(tmp_path / "module"),
-            "other_file": str(tmp_path / "notes.txt"),
-            "random_pb": str(tmp_path / "random.pb"),
-            "unreachable_url": "http://127.0.0.1:9/m"}[kind]
-    (tmp_path / "module").mkdir()
-    (tmp_path / "notes.txt").write_text("not a model")
-    (tmp_path / "random.pb").write_bytes(
-        np.random.default_rng(1).bytes(3000))
-    code, out = eval_main(
-        capsys, *eval_flags(tmp_path / "ck", data_dir, path),
-        "--num_evals=1")
-    one_paragraph_error(code, out, "eval_imagenet.py: error: " + expected)
+@pytest.mark.parametrize("kind", sorted(INCEPTION_ERRORS))
+def test_bad_inception_path(eval_runs, kind):
+    code, out = eval_runs[0][f"inception_{kind}"]
+    one_paragraph_error(code, out,
+                        "eval_imagenet.py: error: " + INCEPTION_ERRORS[kind])
 
 
 def test_evaluator_skips_an_unreadable_checkpoint_and_a_bad_result_line(
-    assets, tmp_path, capsys
+    eval_runs
 ):
-    _, data_dir, graph = assets
-    run_dir = str(tmp_path / "ck" / "imagenet_8")
-    fx.write_checkpoint(run_dir, MODEL, step=10)
-    fx.write_checkpoint(run_dir, MODEL, step=12)
-    victim = truncate(run_dir, 10)  # evaluated first: oldest
-    results = tmp_path / "ck" / "eval" / "imagenet_8" / "results.jsonl"
-    results.parent.mkdir(parents=True)
-    results.write_text('{"checkpoint": "ckpt-4", "st\n')
-    before = md5s(run_dir)
-    code, out = eval_main(
-        capsys, *eval_flags(tmp_path / "ck", data_dir, graph),
-        "--num_evals=1")
+    code, out = eval_runs[0]["watch"]
+    run_dir, victim, before, results = eval_runs[1]["watch"]
     assert code == 0, out
     assert re.search(rf"{re.escape(str(results))}, line 1, is not a "
                      r"result .*skipping it", out), out
