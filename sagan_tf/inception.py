@@ -248,7 +248,8 @@ def load_classifier(path=INCEPTION_TFHUB, image_size=299):
         return _LOADED[key]
     if not _is_url(path) and not tf.io.gfile.exists(path):
         raise InceptionLoadError(
-            f"--inception_path={path!r} does not exist.\n"
+            f"--inception_path={path!r} does not exist (no such file or "
+            "folder).\n"
             f"{_how_to_get_a_local_copy(path)}"
         )
     if path.endswith(".pb") and not _is_url(path):
