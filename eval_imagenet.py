@@ -16,15 +16,21 @@ generate(z, labels) -> images into --export_dir.
 
 --standing_stats_batches N (all modes, off by default) recomputes G's BN
 moving averages from N batches of G in training mode after restoring it.
+
+A checkpoint that cannot be read is skipped with a warning (the newest
+readable one is used). Errors end the process with status 1 and one
+paragraph naming the flag, file or value at fault; --debug shows the
+Python traceback instead. No lock is taken: evaluation only reads the run.
 """
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from sagan_tf import cli
+from sagan_tf import config as config_lib
 
-from sagan_tf import config as config_lib  # noqa: E402
+PROGRAM = "eval_imagenet.py"
 
 _EVAL = config_lib.EvalConfig()
 _MODEL = _EVAL.model
@@ -102,8 +108,9 @@ flags.DEFINE_integer("standing_stats_batch_size",
                      "Samples per standing-statistics batch; 0 = "
                      "--dcgan_generator_batch_size.")
 flags.DEFINE_integer("image_size", _MODEL.image_size, "Side of G's images.")
-flags.DEFINE_integer("attention_resolution", _MODEL.attention_resolution,
-                     "Resolution of G's attention block.")
+flags.DEFINE_string("attention_resolution", config_lib.ATTENTION_AUTO,
+                    "Resolution of G's attention block; 'auto' = as "
+                    "training's default (32, or 16 at --image_size 32).")
 flags.DEFINE_enum("data_format", _DATA.data_format,
                   ["records", "jpeg", "tfds"],
                   "records: released raw shards; jpeg: sharded ImageNet "
@@ -145,6 +152,7 @@ flags.DEFINE_string("export_dir", _EVAL.export_dir,
                     "SavedModel directory; empty = "
                     "<checkpoint_dir>/export/imagenet_<batch_size>.")
 flags.DEFINE_integer("seed", None, "Random seed (default: random).")
+cli.define_debug_flag(flags.FLAGS)
 
 FLAGS = flags.FLAGS
 
@@ -191,19 +199,26 @@ def config_from_flags():
     )
 
 
-def main(argv):
-    del argv
+def _main():
     config = config_from_flags()
-    # Imported after flag parsing: TensorFlow start-up is slow.
-    from sagan_tf import evaluation, export, sampling
+    if FLAGS.attention_resolution == config_lib.ATTENTION_AUTO:
+        print(f"--attention_resolution auto: "
+              f"{config.model.attention_resolution} at --image_size "
+              f"{config.model.image_size}.", flush=True)
+    cli.quiet_tensorflow_startup()
+    # Imported after flag parsing, with TensorFlow's start-up log filtered.
+    from sagan_tf import evaluation, export, model_checks, sampling
 
+    model_checks.check_model_config(
+        config.model, discriminator=False,
+        flags={"number_classes": "num_classes"},
+    )
     if FLAGS.mode == "eval":
         evaluation.Evaluator(config).run()
         return
     evaluation.check_run_config(config.model, evaluation.run_dir(config))
-    path = evaluation.latest_checkpoint(config)
     restorer = evaluation.GeneratorRestorer.from_config(config)
-    step = restorer.restore(path)
+    path, step = evaluation.restore_newest(restorer, config)
     print(f"Restored {restorer.name} from {path} (step {step})", flush=True)
     if FLAGS.mode == "sample":
         sampling.write_samples(
@@ -215,6 +230,11 @@ def main(argv):
             config.checkpoint_dir, "export", config.model_dir_name()
         )
         export.export_generator(restorer.generator, export_dir)
+
+
+def main(argv):
+    del argv
+    cli.run(_main, PROGRAM, debug=FLAGS.debug)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,18 @@ process per machine). Checkpoints and TensorBoard summaries go to
 `<checkpoint_dir>/imagenet_<batch_size>`; a restart in the same directory
 resumes. SIGTERM / Ctrl-C saves a checkpoint and exits with status 0.
 
+Errors end the process with status 1 and one paragraph naming the flag,
+file or value at fault; --debug shows the Python traceback instead.
+
 Flag defaults live in sagan_tf/config.py.
 """
 
-import sys
-
 from absl import app, flags
 
-from sagan_tf import checkpointing, train
+from sagan_tf import cli
 from sagan_tf import config as config_lib
+
+PROGRAM = "train_imagenet.py"
 
 _M = config_lib.ModelConfig()
 _D = config_lib.DataConfig()
@@ -120,10 +123,12 @@ def define_flags(fv=flags.FLAGS):
         "adam_epsilon", _T.adam_epsilon,
         "Adam epsilon of both optimizers (released: TF1's 1e-8).",
         flag_values=fv)
-    flags.DEFINE_integer(
-        "attention_resolution", _M.attention_resolution,
-        "Resolution at which the self-attention blocks run (32 as released; "
-        "64 = the released *_64 variants).",
+    flags.DEFINE_string(
+        "attention_resolution", config_lib.ATTENTION_AUTO,
+        "Resolution at which the self-attention blocks run: 'auto' = 32 as "
+        "released where G and D both have a 32x32 block, else the largest "
+        "resolution they share (16 at --image_size 32); 64 = the released "
+        "*_64 variants.",
         flag_values=fv)
     flags.DEFINE_float(
         "ema_decay", _T.ema_decay,
@@ -184,6 +189,14 @@ def define_flags(fv=flags.FLAGS):
         "Testing aid: make G's weights NaN at this global step to exercise the "
         "non-finite-loss guard; 0 = off.",
         flag_values=fv)
+    flags.DEFINE_boolean(
+        "start_over", _T.start_over,
+        "Move every file of the run directory (checkpoints, config.json, "
+        "events) into a new set_aside_<time>/ folder inside it, deleting "
+        "nothing, and train from step 0. Without it, training never starts "
+        "from step 0 beside existing checkpoints.",
+        flag_values=fv)
+    cli.define_debug_flag(fv)
 
 
 FLAGS = flags.FLAGS
@@ -199,15 +212,28 @@ def train_config_from_flags(f=FLAGS):
     )
 
 
-def main(argv):
+def report_attention(f, model_config):
+    """Says what --attention_resolution auto resolved to."""
+    if f.attention_resolution == config_lib.ATTENTION_AUTO:
+        print(f"--attention_resolution auto: "
+              f"{model_config.attention_resolution} at --image_size "
+              f"{model_config.image_size}.", flush=True)
+
+
+def _train(f):
+    config = train_config_from_flags(f)
+    report_attention(f, config.model)
+    cli.quiet_tensorflow_startup()
+    # Imported here: TensorFlow loads with its start-up log filtered.
+    from sagan_tf import train
+
+    train.run(config)
+
+
+def main(argv, flag_values=FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = train_config_from_flags()
-    try:
-        train.run(config)
-    except (ValueError, checkpointing.NonFiniteError) as e:
-        print(f"train_imagenet.py: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    cli.run(lambda: _train(flag_values), PROGRAM, debug=flag_values.debug)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ _NUM_CLASSES = flags.DEFINE_integer(
     "number_classes", _M.number_classes, "Classes of the conditional model.")
 _ATTENTION = flags.DEFINE_integer(
     "attention_resolution", 0,
-    "Resolution of the attention block in G and D; 0 = 32, or 16 when "
-    "--image_size is 32 (D has no 32x32 block then).")
+    "Resolution of the attention block in G and D; 0 = the trainer's "
+    "'auto' (32, or 16 when --image_size is 32: D has no 32x32 block).")
 _XLA = flags.DEFINE_bool(
     "xla", False, "Compile each update with XLA (the trainer's --xla).")
 _MIXED = flags.DEFINE_enum(
@@ -246,7 +246,8 @@ def write_row(path, row):
 
 
 def _model_config():
-    attention = _ATTENTION.value or (16 if _IMAGE_SIZE.value == 32 else 32)
+    attention = _ATTENTION.value or config.auto_attention_resolution(
+        _IMAGE_SIZE.value)
     return config.ModelConfig(
         image_size=_IMAGE_SIZE.value, z_dim=_Z_DIM.value,
         gf_dim=_GF_DIM.value, df_dim=_DF_DIM.value,

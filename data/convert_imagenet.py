@@ -7,8 +7,10 @@ Writes <output_dir>/train-NNNNN-of-MMMMM.tfrecords in the released format
 (raw uint8 image_raw + int64 label = index of the sorted class folder name)
 and labels.txt. Each image becomes RGB, is cropped to its largest centred
 square and resized with antialiased bilinear filtering. Unreadable files are
-skipped with a warning and counted in the final summary. Re-running the same
-command resumes: finished shards are kept.
+skipped with a warning and counted in the final summary; a shard that
+would hold no image is not written, and the command then fails. Re-running
+the same command resumes: finished shards are kept. Errors end with status
+1 and one paragraph (--debug: the traceback).
 """
 
 import os
@@ -19,7 +21,7 @@ from absl import app, flags
 # Run as a script from anywhere: make the repository's package importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sagan_tf import config, imagenet_folder  # noqa: E402
+from sagan_tf import cli, config, imagenet_folder, paths  # noqa: E402
 
 _INPUT_DIR = flags.DEFINE_string(
     "input_dir", None,
@@ -46,19 +48,25 @@ _SEED = flags.DEFINE_integer(
     "seed", 0,
     "Seed of the shuffle that assigns images to shards; the same seed gives"
     " the same shards, which resuming relies on.")
+cli.define_debug_flag(flags.FLAGS)
+
+
+def _convert():
+    # Before TensorFlow loads: a wrong path fails in a moment.
+    paths.check_folder(_OUTPUT_DIR.value, "--output_dir")
+    cli.quiet_tensorflow_startup()
+    summary = imagenet_folder.convert(
+        _INPUT_DIR.value, _OUTPUT_DIR.value,
+        image_size=_IMAGE_SIZE.value, num_shards=_NUM_SHARDS.value,
+        seed=_SEED.value, num_workers=_NUM_WORKERS.value)
+    return 0 if summary.images_written or summary.shards_resumed else 1
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        summary = imagenet_folder.convert(
-            _INPUT_DIR.value, _OUTPUT_DIR.value,
-            image_size=_IMAGE_SIZE.value, num_shards=_NUM_SHARDS.value,
-            seed=_SEED.value, num_workers=_NUM_WORKERS.value)
-    except ValueError as error:
-        sys.exit(f"error: {error}")
-    return 0 if summary.images_written or summary.shards_resumed else 1
+    return cli.run(_convert, "convert_imagenet.py",
+                   debug=flags.FLAGS.debug)
 
 
 if __name__ == "__main__":

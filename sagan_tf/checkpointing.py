@@ -16,10 +16,13 @@ part of `generator` / `discriminator`.
 import dataclasses
 import json
 import os
+import sys
 
 import tensorflow as tf
 
-CHECKPOINT_NAME = "ckpt"
+from sagan_tf import checkpoint_files
+
+CHECKPOINT_NAME = checkpoint_files.CHECKPOINT_NAME
 CONFIG_FILE = "config.json"
 
 
@@ -40,12 +43,40 @@ def config_to_json(train_config):
 
 
 def write_config(directory, train_config):
-    """Writes `config.json` (the resolved TrainConfig) into `directory`."""
+    """Writes `config.json` (the resolved TrainConfig) into `directory`.
+
+    Through a temporary file and a rename: a crash never leaves half a file.
+    """
     tf.io.gfile.makedirs(directory)
     path = os.path.join(directory, CONFIG_FILE)
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(config_to_json(train_config) + "\n")
-    return path
+    return checkpoint_files.write_atomic(
+        path, config_to_json(train_config) + "\n"
+    )
+
+
+def read_config(directory):
+    """The dict in `<directory>/config.json`, or None when there is none.
+
+    Raises:
+      ValueError: naming the file, when it is not valid JSON.
+    """
+    path = os.path.join(directory, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        text = f.read()
+    try:
+        saved = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is damaged ({error}); it records the settings of the "
+            "checkpoints beside it. Restore it from a copy, or write it "
+            "again: delete it and re-run training with the run's flags."
+        ) from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds no settings object; delete it and "
+                         "re-run training with the run's flags.")
+    return saved
 
 
 # ModelConfig fields that fix the shapes of the checkpointed variables.
@@ -65,7 +96,8 @@ def check_model_config(model_config, directory, flags=None):
     """Fails when `<directory>/config.json` describes another architecture.
 
     Restoring a checkpoint into differently shaped models fails deep inside
-    TensorFlow; this names the flags to fix instead.
+    TensorFlow; this names the flags to fix instead. A config.json with no
+    checkpoint beside it (left by a start that failed) binds nothing.
 
     Args:
       model_config: the ModelConfig about to be restored into.
@@ -77,10 +109,12 @@ def check_model_config(model_config, directory, flags=None):
       ValueError: naming every differing flag, its value and the run's.
     """
     path = os.path.join(directory, CONFIG_FILE)
-    if not tf.io.gfile.exists(path):
+    if not checkpoint_files.find(directory):
         return
-    with tf.io.gfile.GFile(path) as f:
-        saved = json.load(f).get("model", {})
+    saved = read_config(directory)
+    if saved is None:
+        return
+    saved = saved.get("model", {})
     flags = flags or {field: field for field in ARCHITECTURE_FIELDS}
     # Baseline networks have no attention block to place.
     uses_attention = any(
@@ -121,8 +155,34 @@ def non_finite_variables(variables):
     ]
 
 
+class CheckpointError(RuntimeError):
+    """No checkpoint of the run can be read, or one would be overwritten."""
+
+
+class DiskFullError(RuntimeError):
+    """A checkpoint could not be saved for lack of space."""
+
+
+def _is_disk_full(error):
+    message = getattr(error, "message", "") or ""
+    return isinstance(error, tf.errors.ResourceExhaustedError) or any(
+        text in message
+        for text in ("No space left on device", "Disk quota exceeded")
+    )
+
+
 class CheckpointKeeper:
     """Saves and restores the training state in the run directory.
+
+    Restoring takes the newest checkpoint that reads completely, warning
+    about each newer one skipped and why; the chief moves those into
+    `unreadable_checkpoints/` (nothing is deleted), so that later saves
+    cannot land on their names. With checkpoint files present but none
+    readable it stops (`CheckpointError`) rather than start at step 0.
+
+    Saving never writes over files this process did not write, and a full
+    disk gives `DiskFullError` naming the last intact checkpoint, with the
+    partial save removed.
 
     In a multi-worker cluster every worker takes part in each save (the
     variables are synchronized collectively); only the chief writes to the
@@ -136,10 +196,12 @@ class CheckpointKeeper:
       max_to_keep: checkpoints kept (`--keep_checkpoints`).
       is_chief: whether this process owns the run directory.
       task_id: this worker's index, names the scratch directory.
+      warn: where warnings go.
     """
 
     def __init__(
-        self, directory, step, objects, max_to_keep, is_chief=True, task_id=0
+        self, directory, step, objects, max_to_keep, is_chief=True, task_id=0,
+        warn=None,
     ):
         self.directory = directory
         self.step = step
@@ -152,28 +214,103 @@ class CheckpointKeeper:
         if not is_chief:
             write_dir = os.path.join(directory, f".worker_{task_id}_scratch")
         self._write_dir = write_dir
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            write_dir,
-            max_to_keep=max_to_keep,
-            checkpoint_name=CHECKPOINT_NAME,
-        )
+        self._max_to_keep = max_to_keep
+        self._manager = None
+        self._warn = warn or _print_warning
+        # Prefixes this process wrote; the newest intact one.
+        self._written = set()
+        self.last_intact = None
+
+    @property
+    def manager(self):
+        # Created after the restore, which may rewrite the state file it
+        # reads its rotation list from.
+        if self._manager is None:
+            self._manager = tf.train.CheckpointManager(
+                self.checkpoint,
+                self._write_dir,
+                max_to_keep=self._max_to_keep,
+                checkpoint_name=CHECKPOINT_NAME,
+            )
+        return self._manager
 
     def latest(self):
-        """Path of the newest checkpoint in the run directory, or None."""
-        return tf.train.latest_checkpoint(self.directory)
+        """Path of the newest complete checkpoint in the run directory."""
+        complete = [c for c in checkpoint_files.find(self.directory)
+                    if c.complete]
+        return complete[0].prefix if complete else None
+
+    def start_over(self):
+        """Moves every file of the run directory aside (chief only).
+
+        Returns:
+          The folder they went to, or None when there was nothing.
+        """
+        from sagan_tf import run_lock
+
+        return checkpoint_files.set_aside_run(
+            self.directory, keep=(run_lock.LOCK_FILE,)
+        )
 
     def restore_latest(self):
-        """Restores the newest checkpoint; returns its path or None.
+        """Restores the newest readable checkpoint; returns its path or None.
 
         Objects absent from the checkpoint (for instance the EMA of a run that
         started without one) keep their current values.
+
+        Raises:
+          CheckpointError: checkpoint files exist but none can be read; the
+            message lists them.
         """
-        path = self.latest()
-        if path is None:
+        found = checkpoint_files.find(self.directory)
+        missing = checkpoint_files.listed_but_missing(self.directory, found)
+        for name in missing:
+            self._warn(
+                f"skipping checkpoint {name}: the state file "
+                f"{os.path.join(self.directory, 'checkpoint')} lists it, but "
+                "its files are gone."
+            )
+        unreadable, restored = [], None
+        for candidate in found:
+            reason = checkpoint_files.problem(candidate)
+            if reason is None:
+                restored = candidate
+                break
+            unreadable.append((candidate, reason))
+            self._warn(f"skipping checkpoint {candidate.prefix}: {reason}.")
+        if restored is None and unreadable:
+            listing = "; ".join(
+                f"{c.name} ({', '.join(os.path.basename(f) for f in c.files)}"
+                f": {reason})" for c, reason in unreadable
+            )
+            raise CheckpointError(
+                f"none of the {len(unreadable)} checkpoint(s) in "
+                f"{self.directory} can be read: {listing}. Training will "
+                "not start again from step 0 beside them. Restore the files "
+                "from a copy, or pass --start_over to move everything in "
+                "the run directory into a set_aside_<time>/ folder there "
+                "(nothing is deleted) and train from step 0."
+            )
+        if unreadable and self.is_chief:
+            folder = checkpoint_files.set_aside(
+                [c for c, _ in unreadable], self.directory,
+                checkpoint_files.UNREADABLE_DIR,
+            )
+            self._warn(
+                f"moved the unreadable checkpoint(s) "
+                f"{', '.join(c.name for c, _ in unreadable)} to {folder}, "
+                "so that new checkpoints do not replace them."
+            )
+        if restored is None:
             return None
-        self.checkpoint.restore(path).expect_partial()
-        return path
+        if self.is_chief and (unreadable or missing):
+            # The state file must list only what is there: the evaluator
+            # and the save rotation read it.
+            kept = [c for c in found if c.complete and c.step <= restored.step]
+            checkpoint_files.write_state(self.directory, kept[::-1])
+        self.checkpoint.restore(restored.prefix).expect_partial()
+        self.last_intact = restored.prefix
+        return restored.prefix
 
     @staticmethod
     def has_object(path, name):
@@ -202,13 +339,54 @@ class CheckpointKeeper:
         Raises:
           NonFiniteError: naming the step and the first bad variables; nothing
             is written in that case.
+          CheckpointError: files of that checkpoint exist that this process
+            did not write.
+          DiskFullError: the disk is full; names the last intact checkpoint.
         """
         self.check_weights()
-        path = self.manager.save(checkpoint_number=int(self.step.numpy()))
+        number = int(self.step.numpy())
+        prefix = os.path.join(self._write_dir, f"{CHECKPOINT_NAME}-{number}")
+        if prefix not in self._written:
+            existing = tf.io.gfile.glob(prefix + ".*")
+            if existing:
+                raise CheckpointError(
+                    f"refusing to overwrite {', '.join(existing)}, which "
+                    "this process did not write. Move them away and resume."
+                )
+        try:
+            path = self.manager.save(checkpoint_number=number)
+        except tf.errors.OpError as error:
+            if not _is_disk_full(error):
+                raise
+            self._remove_partial_save(prefix)
+            last = self.last_intact or "none (no checkpoint was saved yet)"
+            raise DiskFullError(
+                f"the disk holding {self._write_dir} is full: saving "
+                f"checkpoint {os.path.basename(prefix)} at global step "
+                f"{number} failed ({error.message.strip()}). Its partial "
+                f"files were removed. The last intact checkpoint is {last}. "
+                "Free some space, then run the same command again to resume "
+                "from it."
+            ) from None
+        self._written.add(path)
         if not self.is_chief:
             tf.io.gfile.rmtree(self._write_dir)
             return None
+        self.last_intact = path
         return path
+
+    def _remove_partial_save(self, prefix):
+        # Only ever this process's own files: save() refused to start when
+        # files of this prefix existed that it had not written.
+        temp = prefix + "_temp"
+        if tf.io.gfile.isdir(temp):
+            tf.io.gfile.rmtree(temp)
+        for path in tf.io.gfile.glob(prefix + ".*"):
+            tf.io.gfile.remove(path)
+
+
+def _print_warning(text):
+    print(f"WARNING: {text}", file=sys.stderr, flush=True)
 
 
 def _variables_of(obj):

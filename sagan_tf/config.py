@@ -31,6 +31,37 @@ def from_flags(cls, flag_values, **overrides):
 # Released flag values.
 RELEASED_IMAGE_SIZE = 128
 RELEASED_NUM_CLASSES = 1000
+RELEASED_ATTENTION_RESOLUTION = 32
+ATTENTION_AUTO = "auto"
+
+
+def generator_resolutions(image_size):
+    """Output sides of G's blocks: 8, 16, ..., image_size (from 4x4)."""
+    sides, side = [], 8
+    while side <= image_size:
+        sides.append(side)
+        side *= 2
+    return sides
+
+
+def discriminator_resolutions(image_size):
+    """Output sides of D's blocks: image_size / 2, ..., 4."""
+    sides, side = [], image_size // 2
+    while side >= 4:
+        sides.append(side)
+        side //= 2
+    return sides
+
+
+def auto_attention_resolution(image_size):
+    """The released 32 where G and D both have a 32x32 block, else the
+    largest side they share (16 at image_size 32, where D has no 32x32)."""
+    shared = set(generator_resolutions(image_size)) & set(
+        discriminator_resolutions(image_size)
+    )
+    if RELEASED_ATTENTION_RESOLUTION in shared or not shared:
+        return RELEASED_ATTENTION_RESOLUTION
+    return max(shared)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +77,9 @@ class ModelConfig:
     generator_type: str = "test"
     discriminator_type: str = "test"
     # Resolution the attention block runs at; the released `*_64` variants
-    # use 64.
-    attention_resolution: int = 32
+    # use 64. "auto" (or the string a flag gives) is resolved on creation
+    # by `auto_attention_resolution`.
+    attention_resolution: int | str = ATTENTION_AUTO
     # Miyato's / TF-GAN's SN stops gradients at u and v; the released code
     # does not.
     sn_stop_gradient_uv: bool = False
@@ -57,6 +89,20 @@ class ModelConfig:
     # inference mode (evaluation, sampling); False freezes u there. Not an
     # architecture setting: checkpoints are the same either way.
     sn_update_at_inference: bool = True
+
+    def __post_init__(self):
+        value = self.attention_resolution
+        if value == ATTENTION_AUTO:
+            value = auto_attention_resolution(self.image_size)
+        elif isinstance(value, str):
+            if not value.strip().isdigit():
+                raise ValueError(
+                    f"--attention_resolution={value!r}: must be "
+                    f"{ATTENTION_AUTO!r} or a resolution such as 16 or 32"
+                )
+            value = int(value)
+        # Frozen: the resolved value replaces the requested one.
+        object.__setattr__(self, "attention_resolution", value)
 
     def generator_attention(self):
         """Attention resolution of G, or None for the baseline network."""
@@ -132,6 +178,9 @@ class TrainConfig:
     # Testing aid: sets G's learning rate to NaN just before this global step
     # (1-based; 0 = off) so the non-finite-loss guard can be exercised.
     inject_nan_at_step: int = 0
+    # Move every file of the run directory aside (never deleting one) and
+    # start at step 0.
+    start_over: bool = False
 
 
 # TF-GAN's Inception module (the 2015-12-05 graph) on TF-Hub.

@@ -253,17 +253,24 @@ def _first_example(path):
 
 def validate_first_record(config, files, *, image_size, num_classes):
     """Checks the feature keys, byte count and label of the first record of
-    the first non-empty shard among the first few of `files`.
+    the first non-empty shard of `files`.
 
     Raises:
-        DataError: naming the shard, on a mismatch.
+        DataError: naming the shard, on a mismatch; or "no records in ..."
+            when every shard is empty.
     """
-    for path in files[:8]:
+    for path in files:
         example = _first_example(path)
         if example is not None:
             break
     else:
-        return
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        raise DataError(
+            f"no records in the {len(files)} shard(s) of --data_dir"
+            f" {os.path.dirname(files[0]) if files else ''!r} ({shown});"
+            " every one is empty. Convert the images again"
+            " (data/convert_imagenet.py refuses to write empty shards) or"
+            " point --data_dir at the shards.")
     features = example.features.feature
     keys = sorted(features.keys())
     wanted = _RAW_KEYS if config.data_format == "records" else _JPEG_KEYS

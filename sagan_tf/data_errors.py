@@ -83,6 +83,11 @@ def describe_error(error, data_dir=None, list_shards=None):
         end = message.find(_END, start)
         end = end if end >= 0 else len(message)
         return message[start + len(_START):end]
+    if isinstance(error, tf.errors.OutOfRangeError):
+        where = f" in --data_dir {data_dir!r}" if data_dir else ""
+        return (f"no records in the shards{where}: the input ended before"
+                " one batch. Check that the shards hold records"
+                " (`python -m sagan_tf.tfrecord_check <data_dir>`).")
     damaged = _DAMAGED.search(message)
     if isinstance(error, tf.errors.DataLossError) or damaged:
         offset = int(damaged.group(2)) if damaged else None

@@ -22,10 +22,11 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from sagan_tf import (
+    checkpoint_files,
     checkpointing,
+    cli,
     inception,
     metrics,
     models,
@@ -48,6 +49,10 @@ _GENERATOR_FLAGS = {
 
 class CheckpointGoneError(RuntimeError):
     """The checkpoint disappeared (training rotated it out) mid-read."""
+
+
+class UnreadableCheckpointError(RuntimeError):
+    """The checkpoint's files are truncated or damaged."""
 
 
 def run_dir(config):
@@ -116,8 +121,19 @@ class GeneratorRestorer:
 
         Raises:
             CheckpointGoneError: its files vanished while reading.
+            UnreadableCheckpointError: a file is truncated or damaged.
             ValueError: it holds no `ema_generator` though use_ema is set.
         """
+        found = checkpoint_files.at(path)
+        if not found.files:
+            raise CheckpointGoneError(f"{path}: no such checkpoint")
+        # Read G's tensors back first: a damaged file is then named before
+        # any weight changes.
+        reason = checkpoint_files.problem(found, keys=(self.name + "/",))
+        if reason is not None:
+            if not checkpoint_files.at(path).files:
+                raise CheckpointGoneError(f"{path}: deleted while reading")
+            raise UnreadableCheckpointError(f"{path}: {reason}")
         try:
             keys = [name for name, _ in tf.train.list_variables(path)]
             if not any(k.startswith(self.name + "/") for k in keys):
@@ -150,17 +166,48 @@ class GeneratorRestorer:
         return int(self.step.numpy())
 
 
-def latest_checkpoint(config):
-    """`config.checkpoint_path`, else the newest checkpoint of the run."""
+def restore_newest(restorer, config, warn=cli.warn):
+    """Restores `config.checkpoint_path`, else the newest readable one.
+
+    Checkpoints that cannot be read are skipped with a warning naming each
+    and why.
+
+    Returns:
+        (path, step) restored.
+
+    Raises:
+        ValueError: there is no checkpoint, or none can be read (listed).
+    """
     if config.checkpoint_path:
-        return config.checkpoint_path
-    path = tf.train.latest_checkpoint(run_dir(config))
-    if path is None:
+        try:
+            return config.checkpoint_path, restorer.restore(
+                config.checkpoint_path)
+        except (CheckpointGoneError, UnreadableCheckpointError) as err:
+            raise ValueError(
+                f"--checkpoint_path: {err}. Pass another checkpoint, or "
+                "leave --checkpoint_path empty for the newest readable one."
+            ) from None
+    directory = run_dir(config)
+    found = [c for c in checkpoint_files.find(directory) if c.complete]
+    if not found:
         raise ValueError(
-            f"No checkpoint in {run_dir(config)} (--checkpoint_dir="
-            f"{config.checkpoint_dir}, --batch_size={config.batch_size})."
+            f"no checkpoint in {directory} (--checkpoint_dir="
+            f"{config.checkpoint_dir}, --batch_size={config.batch_size}). "
+            "Train first, or pass the --checkpoint_dir and --batch_size of "
+            "a run (or --checkpoint_path)."
         )
-    return path
+    skipped = []
+    for candidate in found:
+        try:
+            return candidate.prefix, restorer.restore(candidate.prefix)
+        except (CheckpointGoneError, UnreadableCheckpointError) as err:
+            warn(f"skipping checkpoint {err}.")
+            skipped.append(str(err))
+    raise ValueError(
+        f"none of the {len(found)} checkpoint(s) in {directory} can be "
+        f"read: {'; '.join(skipped)}. Restore them from a copy, or pass "
+        "--checkpoint_path."
+    )
 
 
 class Evaluator:
@@ -257,6 +304,7 @@ class Evaluator:
         """
         config = self.config
         start = time.time()
+        check_run_config(config.model, self.run_dir)
         step = self.restorer.restore(path)
         print(f"Evaluating {path} (step {step})", flush=True)
         real_stats, extras = self.real.overall()
@@ -337,40 +385,58 @@ class Evaluator:
         """Basenames of the checkpoints already in results.jsonl.
 
         Only results with this config's `standing_stats_batches` count
-        (lines without the field are from runs without standing stats).
+        (lines without the field are from runs without standing stats). A
+        line that is not JSON is skipped with a warning.
         """
-        if not tf.io.gfile.exists(self.results_path):
-            return set()
         done = set()
         wanted = self.config.standing_stats_batches
-        with tf.io.gfile.GFile(self.results_path) as f:
-            for line in f:
-                if line.strip():
-                    entry = json.loads(line)
-                    if entry.get("standing_stats_batches", 0) == wanted:
-                        done.add(entry["checkpoint"])
+        for entry in self._read_results():
+            if entry.get("standing_stats_batches", 0) == wanted:
+                done.add(entry.get("checkpoint"))
         return done
+
+    def _read_results(self):
+        if not tf.io.gfile.exists(self.results_path):
+            return []
+        entries = []
+        with tf.io.gfile.GFile(self.results_path) as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError as err:
+                    entry = None
+                    why = str(err)
+                if not isinstance(entry, dict):
+                    cli.warn(
+                        f"{self.results_path}, line {number}, is not a "
+                        f"result ({why if entry is None else 'not an object'}"
+                        "); skipping it."
+                    )
+                    continue
+                entries.append(entry)
+        return entries
 
     def _append_result(self, result):
         tf.io.gfile.makedirs(self.eval_dir)
-        # Object stores (gs://) cannot append: rewrite the small file.
+        # Object stores (gs://) cannot append: rewrite the small file, under
+        # a temporary name and then renamed, so that a crash never leaves
+        # it cut short.
         text = ""
         if tf.io.gfile.exists(self.results_path):
             with tf.io.gfile.GFile(self.results_path) as f:
                 text = f.read()
-        with tf.io.gfile.GFile(self.results_path, "w") as f:
-            f.write(text + json.dumps(result) + "\n")
+        if text and not text.endswith("\n"):
+            text += "\n"
+        checkpoint_files.write_atomic(
+            self.results_path, text + json.dumps(result) + "\n"
+        )
 
     def checkpoints(self):
-        """Checkpoint paths of the run, oldest first."""
-        state = tf.train.get_checkpoint_state(self.run_dir)
-        if state is None:
-            return []
-        paths = []
-        for p in state.all_model_checkpoint_paths:
-            paths.append(p if os.path.isabs(p) else
-                         os.path.join(self.run_dir, p))
-        return paths
+        """Paths of the run's complete checkpoints, oldest first."""
+        found = checkpoint_files.find(self.run_dir)
+        return [c.prefix for c in reversed(found) if c.complete]
 
     def run(self, stop=None):
         """Watches the run directory and evaluates each new checkpoint once.
@@ -390,6 +456,7 @@ class Evaluator:
             pending = [p for p in self.checkpoints()
                        if os.path.basename(p) not in done]
             if not pending:
+                print(self._waiting_line(done), flush=True)
                 if stop is not None:
                     stop.wait(config.eval_interval_secs)
                 else:
@@ -400,9 +467,24 @@ class Evaluator:
             try:
                 results.append(self.evaluate_checkpoint(path))
             except CheckpointGoneError as err:
-                logging.warning("Skipping a checkpoint deleted while being "
-                                "read: %s", err)
+                cli.warn(f"skipping a checkpoint deleted while being read: "
+                         f"{err}")
+                continue
+            except UnreadableCheckpointError as err:
+                cli.warn(f"skipping checkpoint {err}. Watching for the "
+                         "next one.")
                 continue
             if config.num_evals and len(results) >= config.num_evals:
                 break
         return results
+
+    def _waiting_line(self, done):
+        if not tf.io.gfile.isdir(self.run_dir):
+            what = f"{self.run_dir} to appear (no training has saved yet)"
+        elif done:
+            what = (f"a new checkpoint in {self.run_dir} (evaluated "
+                    f"{len(done)} so far)")
+        else:
+            what = f"the first checkpoint in {self.run_dir}"
+        return (f"Waiting for {what}; looking again in "
+                f"{self.config.eval_interval_secs:g} s.")

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from sagan_tf import preprocessing
+from sagan_tf import paths, preprocessing
 
 LABELS_FILE = "labels.txt"
 MANIFEST_FILE = "conversion.json"
@@ -101,6 +101,8 @@ class Summary:
     # Shards found finished by an earlier run, left untouched.
     shards_resumed: int = 0
     skipped: list = dataclasses.field(default_factory=list)  # (path, reason)
+    # Shards whose every file was unreadable; not written.
+    empty_shards: list = dataclasses.field(default_factory=list)
     ignored: list = dataclasses.field(default_factory=list)
 
     def lines(self):
@@ -240,8 +242,19 @@ def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
         raise ValueError(f"--num_workers must be positive, got {num_workers}")
     stream = stream or sys.stderr
     classes, items, ignored = scan_class_folders(input_dir)
+    if num_shards > len(items):
+        raise ValueError(
+            f"--num_shards {num_shards} is more than the {len(items)} files"
+            f" under --input_dir {input_dir!r}: some shards would be empty."
+            f" Pass --num_shards {len(items)} or fewer"
+        )
     shards = plan_shards(items, num_shards, seed)
-    os.makedirs(output_dir, exist_ok=True)
+    paths.check_folder(output_dir, "--output_dir")
+    created = {
+        name: not os.path.exists(os.path.join(output_dir, name))
+        for name in (MANIFEST_FILE, LABELS_FILE)
+    }
+    paths.make_folder(output_dir, "--output_dir")
     _check_manifest(output_dir, {
         "input_dir": os.path.abspath(input_dir),
         "image_size": image_size,
@@ -284,6 +297,7 @@ def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
         for name, shard in todo:
             final = os.path.join(output_dir, name)
             temp = os.path.join(output_dir, _TEMP_PREFIX + name + _TEMP_SUFFIX)
+            written = 0
             with tf.io.TFRecordWriter(temp) as writer:
                 for _, label in shard:
                     path, pixels, error = next(results)
@@ -292,9 +306,15 @@ def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
                         progress.warn(f"skipping unreadable {path}: {error}")
                     else:
                         writer.write(_example(pixels, label, image_size))
-                        summary.images_written += 1
+                        written += 1
                     progress.advance()
+            if not written:
+                # An empty shard stops training at its first batch.
+                os.remove(temp)
+                summary.empty_shards.append(name)
+                continue
             os.replace(temp, final)
+            summary.images_written += written
             summary.shards_written += 1
     finally:
         if pool is not None:
@@ -304,4 +324,30 @@ def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
         progress.advance(0, force=True)
     for line in summary.lines():
         print(line, file=stream, flush=True)
+    if summary.empty_shards:
+        _refuse_empty_output(output_dir, input_dir, summary, created)
     return summary
+
+
+def _refuse_empty_output(output_dir, input_dir, summary, created):
+    examples = "; ".join(
+        f"{path}: {reason}" for path, reason in summary.skipped[:3])
+    if not summary.images_written and not summary.shards_resumed:
+        # Nothing was converted: leave no settings file that would bind
+        # the next attempt.
+        for name, new in created.items():
+            if new:
+                os.remove(os.path.join(output_dir, name))
+        raise ValueError(
+            f"no readable image under --input_dir {input_dir!r}: all"
+            f" {len(summary.skipped)} file(s) in its class folders were"
+            f" skipped (e.g. {examples}), so no shard was written. Point"
+            " --input_dir at folders of images (JPEG, PNG, ...)"
+        )
+    raise ValueError(
+        f"{len(summary.empty_shards)} shard(s) got no readable image and"
+        f" were not written ({', '.join(summary.empty_shards[:5])}): every"
+        f" file planned for them was unreadable (e.g. {examples}). The other"
+        f" shards in {output_dir!r} are complete. Remove the unreadable"
+        " files and convert again into an empty --output_dir"
+    )

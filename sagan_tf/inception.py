@@ -190,7 +190,15 @@ def _load_graph_def(path, image_size):
         )
     graph_def = tf.compat.v1.GraphDef()
     with tf.io.gfile.GFile(path, "rb") as f:
-        graph_def.ParseFromString(f.read())
+        content = f.read()
+    try:
+        graph_def.ParseFromString(content)
+    except Exception as err:  # noqa: BLE001 - protobuf's DecodeError
+        raise InceptionLoadError(
+            f"--inception_path={path!r} is not a frozen GraphDef ({err}); "
+            "the file may be damaged or of another kind.\n"
+            f"{_how_to_get_a_local_copy(path)}"
+        ) from None
 
     def import_graph(images):
         return tf.compat.v1.import_graph_def(
@@ -203,11 +211,13 @@ def _load_graph_def(path, image_size):
     spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
     try:
         wrapped = tf.compat.v1.wrap_function(import_graph, [spec])
-    except ValueError as err:
+    except Exception as err:  # noqa: BLE001 - any graph that does not fit
         raise InceptionLoadError(
-            f"Frozen graph {path!r} must have input {INPUT_TENSOR} and "
-            f"outputs {POOL_TENSOR}, {LOGITS_TENSOR}: {err}"
-        ) from err
+            f"--inception_path={path!r}: the frozen graph must have input "
+            f"{INPUT_TENSOR} and outputs {POOL_TENSOR}, {LOGITS_TENSOR} "
+            f"({type(err).__name__}: {err}).\n"
+            f"{_how_to_get_a_local_copy(path)}"
+        ) from None
 
     def fn(images):
         pool, logits = wrapped(images)
@@ -236,14 +246,32 @@ def load_classifier(path=INCEPTION_TFHUB, image_size=299):
     key = (path, image_size)
     if key in _LOADED:
         return _LOADED[key]
+    if not _is_url(path) and not tf.io.gfile.exists(path):
+        raise InceptionLoadError(
+            f"--inception_path={path!r} does not exist (no such file or "
+            "folder).\n"
+            f"{_how_to_get_a_local_copy(path)}"
+        )
     if path.endswith(".pb") and not _is_url(path):
         fn = _load_graph_def(path, image_size)
+    elif os.path.isdir(path) and not any(
+        os.path.exists(os.path.join(path, name))
+        for name in ("saved_model.pb", "saved_model.pbtxt")
+    ):
+        raise InceptionLoadError(
+            f"--inception_path={path!r} is a folder without saved_model.pb, "
+            "so neither a TF-Hub module nor a SavedModel (an unfinished "
+            "download or extraction?).\n"
+            f"{_how_to_get_a_local_copy(path)}"
+        )
     elif _is_url(path) or os.path.isdir(path):
         fn = _load_hub_module(path)
     else:
         raise InceptionLoadError(
-            f"--inception_path={path!r} is not a URL, a directory or a .pb "
-            f"file.\n{_how_to_get_a_local_copy(path)}"
+            f"--inception_path={path!r} is a file but not a frozen GraphDef "
+            f"(.pb): it must be a TF-Hub handle (URL), a module or "
+            f"SavedModel folder, or a .pb file.\n"
+            f"{_how_to_get_a_local_copy(path)}"
         )
     classifier = Classifier(fn, path, image_size, _fingerprint(path))
     _LOADED[key] = classifier

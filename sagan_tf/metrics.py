@@ -131,11 +131,24 @@ def activations_with_moments(stats):
     return stats.mean + np.sqrt(dim) * (helmert @ factor.T)
 
 
+def _quiet(fn, *args, **kwargs):
+    """Calls a TF-GAN metric without its TF deprecation warnings.
+
+    TF-GAN's metrics call `tf.map_fn(..., back_prop=False)`, deprecated in
+    TF 2; the released protocol is kept by calling them as they are.
+    """
+    # No public API silences deprecations raised inside another library.
+    from tensorflow.python.util import deprecation
+
+    with deprecation.silence():
+        return fn(*args, **kwargs)
+
+
 def inception_score(logits):
     """exp(E_x KL(p(y|x) || p(y))) over all logits [N, K] in one split."""
     cm = tfgan_classifier_metrics()
     logits = tf.constant(np.asarray(logits, np.float64))
-    return float(cm.classifier_score_from_logits(logits))
+    return float(_quiet(cm.classifier_score_from_logits, logits))
 
 
 def frechet_distance(real, generated):
@@ -152,7 +165,8 @@ def frechet_distance(real, generated):
     if isinstance(real, ActivationStats):
         real = activations_with_moments(real)
     return float(
-        cm.frechet_classifier_distance_from_activations(
+        _quiet(
+            cm.frechet_classifier_distance_from_activations,
             tf.constant(np.asarray(real, np.float64)),
             tf.constant(np.asarray(generated, np.float64)),
         )
@@ -172,7 +186,8 @@ def kernel_distance(real, generated, block_size=1024):
     """
     cm = tfgan_classifier_metrics()
     return float(
-        cm.kernel_classifier_distance_from_activations(
+        _quiet(
+            cm.kernel_classifier_distance_from_activations,
             tf.constant(np.asarray(real, np.float64)),
             tf.constant(np.asarray(generated, np.float64)),
             max_block_size=block_size,

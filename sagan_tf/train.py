@@ -1,9 +1,13 @@
 """The training program behind `train_imagenet.py`: `run(train_config)`.
 
-It picks the strategy (see `distribute.py`), builds the models and optimizers
-(`trainer.GANTrainer`), resumes from the newest checkpoint of the run
-directory `<checkpoint_dir>/imagenet_<batch_size>`, then runs global steps
-until `max_steps`, with
+It checks the flags (models included) before anything is written, picks
+the strategy (see `distribute.py`), locks the run directory
+`<checkpoint_dir>/imagenet_<batch_size>` (`run_lock.py`), builds the models
+and optimizers (`trainer.GANTrainer`), resumes from the newest checkpoint
+that reads completely (`checkpointing.CheckpointKeeper`), builds the input
+pipeline, and only then writes `config.json`, so that a start that fails
+leaves nothing that binds the next one. It then runs global steps until
+`max_steps`, with
 
 - TensorBoard summaries every `save_summaries_steps`;
 - a console progress line every `log_every_steps`;
@@ -21,7 +25,17 @@ import time
 
 import keras
 
-from sagan_tf import attention_maps, checkpointing, data, distribute, summaries
+from sagan_tf import (
+    attention_maps,
+    checkpointing,
+    cli,
+    data,
+    distribute,
+    model_checks,
+    paths,
+    run_lock,
+    summaries,
+)
 from sagan_tf import trainer as trainer_lib
 
 
@@ -77,8 +91,14 @@ def run(config, strategy=None, log=print):
     Raises:
       ValueError: bad configuration (names the flag) or data (`DataError`).
       checkpointing.NonFiniteError: a loss or weight became NaN / infinite.
+      checkpointing.CheckpointError: checkpoints exist, none readable.
+      checkpointing.DiskFullError: a save failed for lack of space.
+      run_lock.RunLockedError: another trainer uses the run directory.
     """
     trainer_lib.validate_config(config)
+    model_checks.check_model_config(config.model)
+    paths.check_folder(config.checkpoint_dir, "--checkpoint_dir")
+    paths.check_folder(checkpointing.run_dir(config), "--checkpoint_dir")
     if strategy is None:
         strategy = distribute.select_strategy(config.num_cpu_devices)
     if config.seed is not None:
@@ -102,28 +122,42 @@ class _Loop:
             f"{strategy.num_replicas_in_sync} replica(s); global batch "
             f"{config.batch_size * strategy.num_replicas_in_sync}.")
         log("Resolved configuration:\n" + checkpointing.config_to_json(config))
-        checkpointing.check_model_config(config.model, self.directory)
+        self.lock = None
         if self.is_chief:
-            path = checkpointing.write_config(self.directory, config)
-            log(f"Wrote {path}")
+            # Other workers of a cluster share the directory by design.
+            paths.make_folder(self.directory, "--checkpoint_dir")
+            self.lock = run_lock.lock_run_dir(self.directory)
+        self.writer = None
+        try:
+            if not config.start_over:
+                checkpointing.check_model_config(config.model, self.directory)
+            self.trainer = trainer_lib.GANTrainer(config, strategy)
+            self.keeper = checkpointing.CheckpointKeeper(
+                self.directory,
+                self.trainer.step,
+                self.trainer.checkpoint_objects(),
+                max_to_keep=config.keep_checkpoints,
+                is_chief=self.is_chief,
+                task_id=task_id,
+                warn=cli.warn,
+            )
+        except BaseException:
+            self.close()
+            raise
 
-        self.trainer = trainer_lib.GANTrainer(config, strategy)
-        self.keeper = checkpointing.CheckpointKeeper(
-            self.directory,
-            self.trainer.step,
-            self.trainer.checkpoint_objects(),
-            max_to_keep=config.keep_checkpoints,
-            is_chief=self.is_chief,
-            task_id=task_id,
-        )
-        self.writer = summaries.SummaryWriter(
-            self.directory, enabled=self.is_chief
-        )
-        self.attention = attention_maps.AttentionSummary(
-            self.trainer.generator, self.trainer.discriminator
-        )
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _restore(self):
+        if self.config.start_over and self.is_chief:
+            folder = self.keeper.start_over()
+            if folder:
+                self.log(f"--start_over: moved the files of {self.directory} "
+                         f"to {folder}; starting at step 0.")
         path = self.keeper.restore_latest()
         step = int(self.trainer.step.numpy())
         if path is None:
@@ -140,6 +174,12 @@ class _Loop:
         return step
 
     def run(self):
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self):
         c = self.config
         start = self._restore()
         if start >= c.max_steps:
@@ -147,8 +187,6 @@ class _Loop:
                      "nothing to do.")
             return start
         self.trainer.seed_noise(start)
-        self.writer.text(start, {"config": summaries.config_markdown(
-            checkpointing.config_to_json(c))})
         dataset = data.distributed_dataset(
             self.strategy,
             c.data,
@@ -157,11 +195,21 @@ class _Loop:
             num_classes=c.model.number_classes,
         )
         iterator = iter(dataset)
-        try:
-            with _StopRequest() as stop:
-                return self._train(iterator, start, stop)
-        finally:
-            self.writer.close()
+        # The run is known to start: the flags, the checkpoint and the data
+        # agree.
+        if self.is_chief:
+            path = checkpointing.write_config(self.directory, c)
+            self.log(f"Wrote {path}")
+        self.writer = summaries.SummaryWriter(
+            self.directory, enabled=self.is_chief
+        )
+        self.writer.text(start, {"config": summaries.config_markdown(
+            checkpointing.config_to_json(c))})
+        self.attention = attention_maps.AttentionSummary(
+            self.trainer.generator, self.trainer.discriminator
+        )
+        with _StopRequest() as stop:
+            return self._train(iterator, start, stop)
 
     def _train(self, iterator, start, stop):
         c, trainer = self.config, self.trainer

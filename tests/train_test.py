@@ -327,6 +327,10 @@ def test_resume_with_another_architecture_names_the_flags(tmp_path):
     saved = _config(GLOBAL_BATCH)
     checkpointing.write_config(str(tmp_path), saved)
     other = dataclasses.replace(saved.model, gf_dim=16, number_classes=9)
+    # A config.json with no checkpoint beside it (a failed first start)
+    # binds nothing.
+    checkpointing.check_model_config(other, str(tmp_path))
+    (tmp_path / "ckpt-1.index").write_bytes(b"")
     with pytest.raises(ValueError) as e:
         checkpointing.check_model_config(other, str(tmp_path))
     assert "--gf_dim=16 (the run used 8)" in str(e.value)

@@ -1,0 +1,355 @@
+"""train_imagenet.py never loses a run: checkpoint fallback, the run lock,
+a full disk, a damaged config.json and SIGKILL.
+
+The command's `main` runs in this process where it can (no TensorFlow
+start-up per case); runs that stop before the first step cost no tracing.
+Every case checks the exit status, a message naming the culprit, that no
+traceback was printed, and that no checkpoint file that existed before the
+run changed (md5).
+"""
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import eval_fixtures as fx
+import pytest
+import tensorflow as tf
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import train_imagenet  # noqa: E402
+from sagan_tf import checkpoint_files, checkpointing, trainer  # noqa: E402
+
+SIZE, CLASSES, BATCH = 32, 4, 4
+TINY = [
+    f"--image_size={SIZE}", "--gf_dim=8", "--df_dim=8", "--z_dim=16",
+    f"--number_classes={CLASSES}", "--attention_resolution=16",
+    f"--batch_size={BATCH}", "--shuffle_buffer_size=64", "--seed=3",
+    "--log_every_steps=1", "--save_checkpoint_steps=2",
+]
+
+
+def _parse(*args):
+    fv = flags.FlagValues()
+    train_imagenet.define_flags(fv)
+    fv(["train_imagenet.py", *args])
+    return fv
+
+
+def run_main(capsys, *args):
+    """train_imagenet.py's main in this process: (exit status, output)."""
+    fv = _parse(*args)
+    code = 0
+    try:
+        train_imagenet.main(["train_imagenet.py"], fv)
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def md5s(directory):
+    """{file name: md5} of the checkpoint files under `directory`, any
+    depth (moved-aside files keep their names)."""
+    sums = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            if name.startswith("ckpt-"):
+                with open(os.path.join(root, name), "rb") as f:
+                    sums[name] = hashlib.md5(f.read()).hexdigest()
+    return sums
+
+
+def assert_unchanged(before, directory):
+    after = md5s(directory)
+    for name, digest in before.items():
+        assert after.get(name) == digest, name
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("records"))
+    fx.write_records(data_dir, 32, SIZE, CLASSES)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def base_run(records, tmp_path_factory):
+    """A run directory with ckpt-2 and ckpt-4 of the full training state,
+    saved without training (no tracing)."""
+    checkpoint_dir = str(tmp_path_factory.mktemp("base") / "ck")
+    config = train_imagenet.train_config_from_flags(_parse(
+        f"--data_dir={records}", f"--checkpoint_dir={checkpoint_dir}", *TINY
+    ))
+    run_dir = checkpointing.run_dir(config)
+    gan = trainer.GANTrainer(config, tf.distribute.get_strategy())
+    keeper = checkpointing.CheckpointKeeper(
+        run_dir, gan.step, gan.checkpoint_objects(), max_to_keep=5
+    )
+    for step in (2, 4):
+        gan.step.assign(step)
+        keeper.save()
+    checkpointing.write_config(run_dir, config)
+    return checkpoint_dir
+
+
+def copy_run(base_run, tmp_path):
+    checkpoint_dir = str(tmp_path / "ck")
+    shutil.copytree(base_run, checkpoint_dir)
+    return checkpoint_dir, os.path.join(checkpoint_dir, f"imagenet_{BATCH}")
+
+
+def flags_for(records, checkpoint_dir, *extra):
+    return [f"--data_dir={records}", f"--checkpoint_dir={checkpoint_dir}",
+            *TINY, *extra]
+
+
+@pytest.fixture(scope="module")
+def newest_deleted_then_disk_full(records, base_run, tmp_path_factory):
+    """ckpt-4 deleted, as a user would after a crash; the run falls back to
+    ckpt-2, trains to step 4 and meets a full disk when saving there."""
+    checkpoint_dir, run_dir = copy_run(
+        base_run, tmp_path_factory.mktemp("deleted"))
+    for name in os.listdir(run_dir):
+        if name.startswith("ckpt-4."):
+            os.remove(os.path.join(run_dir, name))
+    before = md5s(run_dir)
+
+    real_save = tf.train.CheckpointManager.save
+
+    def full_disk(manager, checkpoint_number=None, **kwargs):
+        # What SaveV2 leaves when the disk fills: a partial temp folder.
+        temp = os.path.join(run_dir, f"ckpt-{checkpoint_number}_temp")
+        os.makedirs(temp, exist_ok=True)
+        with open(os.path.join(temp, "part-00000-of-00001.data-00000-of-"
+                               "00001"), "wb") as f:
+            f.write(b"\0" * 100)
+        raise tf.errors.ResourceExhaustedError(
+            None, None, f"{temp}/part-00000-of-00001.data-00000-of-00001; "
+            "No space left on device")
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(tf.train.CheckpointManager, "save", full_disk)
+    fv = _parse(*flags_for(records, checkpoint_dir, "--max_steps=6"))
+    out, code = io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            train_imagenet.main(["train_imagenet.py"], fv)
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        patch.undo()
+    assert tf.train.CheckpointManager.save is real_save
+    return run_dir, before, code, out.getvalue()
+
+
+def test_missing_newest_checkpoint_falls_back_to_older_one(
+    newest_deleted_then_disk_full
+):
+    run_dir, before, _, out = newest_deleted_then_disk_full
+    assert "skipping checkpoint ckpt-4" in out and "files are gone" in out
+    assert "resuming at global step 2" in out, out
+    assert "starting at step 0" not in out
+    assert re.search(r"^step 4/6 ", out, re.M), out
+    assert "Traceback" not in out
+    assert_unchanged(before, run_dir)
+
+
+def test_disk_full_names_the_last_intact_checkpoint(
+    newest_deleted_then_disk_full
+):
+    run_dir, before, code, out = newest_deleted_then_disk_full
+    assert code == 1, out
+    ckpt2 = os.path.join(run_dir, "ckpt-2")
+    assert re.search(
+        r"train_imagenet.py: error: the disk holding \S+ is full: saving "
+        r"checkpoint ckpt-4 at global step 4 failed .* The last intact "
+        rf"checkpoint is {re.escape(ckpt2)}\.", out), out
+    assert not os.path.exists(os.path.join(run_dir, "ckpt-4_temp"))
+    assert "Traceback" not in out
+    assert_unchanged(before, run_dir)
+
+
+@pytest.mark.parametrize("damaged", ["data", "index"])
+def test_truncated_newest_checkpoint_is_skipped_and_moved_aside(
+    records, base_run, tmp_path, capsys, damaged
+):
+    checkpoint_dir, run_dir = copy_run(base_run, tmp_path)
+    (victim,) = [n for n in os.listdir(run_dir)
+                 if n.startswith("ckpt-4.") and damaged in n]
+    path = os.path.join(run_dir, victim)
+    os.truncate(path, os.path.getsize(path) // 2)
+    before = md5s(run_dir)
+    # --max_steps 2: the fallback reaches it, so no step runs.
+    code, out = run_main(capsys, *flags_for(records, checkpoint_dir,
+                                            "--max_steps=2"))
+    assert code == 0, out
+    assert re.search(rf"WARNING: skipping checkpoint \S+ckpt-4: its "
+                     rf"{damaged} file {re.escape(victim)} is truncated", out)
+    assert "resuming at global step 2" in out
+    aside = os.path.join(run_dir, checkpoint_files.UNREADABLE_DIR)
+    assert victim in os.listdir(aside)
+    assert "Traceback" not in out
+    assert_unchanged(before, run_dir)
+    state = tf.train.get_checkpoint_state(run_dir)
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths
+            ] == ["ckpt-2"]
+
+
+def test_no_readable_checkpoint_stops_and_start_over_moves_all_aside(
+    records, base_run, tmp_path, capsys
+):
+    checkpoint_dir, run_dir = copy_run(base_run, tmp_path)
+    for name in os.listdir(run_dir):
+        if name.startswith("ckpt-") and name.endswith(".index"):
+            os.truncate(os.path.join(run_dir, name), 10)
+    before = md5s(run_dir)
+    code, out = run_main(capsys, *flags_for(records, checkpoint_dir,
+                                            "--max_steps=6"))
+    assert code == 1, out
+    assert "error: none of the 2 checkpoint(s) in" in out
+    assert "ckpt-4 (" in out and "ckpt-2 (" in out and "--start_over" in out
+    assert "Traceback" not in out
+    assert sorted(md5s(run_dir)) == sorted(before)  # nothing moved
+    assert_unchanged(before, run_dir)
+
+    # --start_over moves everything aside and starts at step 0. The data
+    # folder holds only empty shards, so the run stops before tracing.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "train-0.tfrecords").write_bytes(b"")
+    code, out = run_main(capsys, f"--data_dir={empty}",
+                         *flags_for(records, checkpoint_dir,
+                                    "--max_steps=6", "--start_over")[1:])
+    assert "--start_over: moved the files of" in out, out
+    assert "starting at step 0" in out
+    (aside,) = [n for n in os.listdir(run_dir) if n.startswith("set_aside_")]
+    assert sorted(md5s(os.path.join(run_dir, aside))) == sorted(before)
+    assert_unchanged(before, run_dir)
+    assert code == 1 and "no records in the 1 shard(s)" in out, out
+
+
+def test_damaged_config_json_is_named(records, base_run, tmp_path, capsys):
+    checkpoint_dir, run_dir = copy_run(base_run, tmp_path)
+    config_path = os.path.join(run_dir, "config.json")
+    with open(config_path, "w") as f:
+        f.write('{"model": {"image_size": 3')
+    before = md5s(run_dir)
+    code, out = run_main(capsys, *flags_for(records, checkpoint_dir,
+                                            "--max_steps=4"))
+    assert code == 1, out
+    assert f"error: {config_path} is damaged" in out
+    assert "Traceback" not in out
+    assert_unchanged(before, run_dir)
+
+
+def test_second_trainer_exits_naming_the_holder(
+    records, base_run, tmp_path, capsys
+):
+    checkpoint_dir, run_dir = copy_run(base_run, tmp_path)
+    before = md5s(run_dir)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from sagan_tf.run_lock import RunLock; "
+         "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); "
+         "time.sleep(120)", run_dir],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, out = run_main(capsys, *flags_for(records, checkpoint_dir,
+                                                "--max_steps=4"))
+        assert code == 1, out
+        assert f"error: another trainer is using {run_dir}" in out
+        assert f"PID {holder.pid}" in out and "host " in out
+        assert "Traceback" not in out
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # A killed holder leaves no stale lock.
+    code, out = run_main(capsys, *flags_for(records, checkpoint_dir,
+                                            "--max_steps=4"))
+    assert code == 0 and "nothing to do" in out, out
+    assert_unchanged(before, run_dir)
+
+
+def test_default_attention_resolution_at_32_pixels_is_resolved(
+    records, base_run, tmp_path, capsys
+):
+    checkpoint_dir, _ = copy_run(base_run, tmp_path)
+    args = [a for a in flags_for(records, checkpoint_dir, "--max_steps=4")
+            if not a.startswith("--attention_resolution")]
+    code, out = run_main(capsys, *args)
+    assert code == 0, out
+    assert "--attention_resolution auto: 16 at --image_size 32." in out
+    assert "resuming at global step 4" in out
+
+
+def _train_process(records, checkpoint_dir, max_steps):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train_imagenet.py"),
+         *flags_for(records, checkpoint_dir, f"--max_steps={max_steps}")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+
+
+def _read_until(proc, pattern):
+    lines = []
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:
+        lines.append(line)
+        if re.search(pattern, line) or time.monotonic() > deadline:
+            break
+    return "".join(lines)
+
+
+def test_sigkill_twice_then_resume(records, tmp_path):
+    checkpoint_dir = str(tmp_path / "ck")
+    run_dir = os.path.join(checkpoint_dir, f"imagenet_{BATCH}")
+    # A config.json left by a start that failed (other flags, no
+    # checkpoint) does not bind this run.
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        f.write('{"model": {"image_size": 64, "gf_dim": 3}}')
+
+    # 1: killed while training, after the save at step 2.
+    proc = _train_process(records, checkpoint_dir, 1000)
+    out = _read_until(proc, r"^step 3/")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert "starting at step 0" in out and "step 3/" in out, out
+    first = [c.step for c in checkpoint_files.find(run_dir) if c.complete]
+    assert first and max(first) >= 2
+
+    # 2: killed just after restoring, before the first step.
+    proc = _train_process(records, checkpoint_dir, 1000)
+    out = _read_until(proc, r"resuming at global step")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert f"resuming at global step {max(first)}" in out, out
+
+    before = md5s(run_dir)
+    newest = max(c.step for c in checkpoint_files.find(run_dir)
+                 if c.complete)
+    proc = _train_process(records, checkpoint_dir, newest + 2)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert f"resuming at global step {newest}" in out
+    assert "Traceback" not in out
+    assert_unchanged(before, run_dir)
+    for found in checkpoint_files.find(run_dir):
+        assert checkpoint_files.problem(found) is None, found
+    latest = tf.train.latest_checkpoint(run_dir)
+    assert latest.endswith(f"ckpt-{newest + 2}")
