@@ -9,6 +9,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
@@ -16,3 +17,16 @@ tf.config.set_logical_device_configuration(
     _cpus[0],
     [tf.config.LogicalDeviceConfiguration()] * 2,
 )
+
+
+@pytest.fixture(scope="session")
+def two_cpu_strategy():
+    """One MirroredStrategy over the two logical CPUs for every test.
+
+    Two strategies over the same devices in one process number their
+    collective ops from the same start, and TF's collective runtime keeps
+    what it learned about an instance key: a second strategy's different
+    op under that key then fails with "Shape mismatch in the collective
+    instance". Sharing one strategy keeps the keys distinct.
+    """
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

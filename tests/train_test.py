@@ -120,7 +120,7 @@ def _power_step(u, w):
 
 
 @pytest.fixture(scope="module")
-def stepped():
+def stepped(two_cpu_strategy):
     """Both layouts after one step from the same weights and inputs."""
     inputs = _inputs()
     one = trainer.GANTrainer(
@@ -128,7 +128,7 @@ def stepped():
     )
     two = trainer.GANTrainer(
         _config(GLOBAL_BATCH // 2),
-        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+        two_cpu_strategy,
     )
     for a, b in zip(one.generator.weights, two.generator.weights):
         b.assign(a.numpy())
