@@ -107,10 +107,15 @@ def analytic_forward_flops(generator, discriminator):
 
 
 def _profiler_total(graph):
+    # The TF1 profiler is the only FLOP registry TF ships; its internals
+    # call deprecated TF1 helpers, and no public API silences those.
+    from tensorflow.python.util import deprecation
+
     builder = tf.compat.v1.profiler.ProfileOptionBuilder
     options = builder(builder.float_operation()).with_empty_output().build()
-    return tf.compat.v1.profiler.profile(
-        graph, cmd="scope", options=options).total_float_ops
+    with deprecation.silence():
+        return tf.compat.v1.profiler.profile(
+            graph, cmd="scope", options=options).total_float_ops
 
 
 def _live_ops(graph):

@@ -8,6 +8,8 @@
   on the dense gradient, with one and with two replicas.
 """
 
+import threading
+
 import numpy as np
 import pytest
 import reference_discriminator as ref
@@ -44,16 +46,6 @@ def _inputs(batch, seed=3):
 
 def _path(variable):
     return variable.path.split("/", 1)[1]  # drop the model's name
-
-
-def _snapshot(t):
-    variables = t.generator.weights + t.discriminator.weights
-    return [(v, v.numpy()) for v in variables]
-
-
-def _restore(snapshot):
-    for v, value in snapshot:
-        v.assign(value)
 
 
 # ------------------------------------------------------------- D update
@@ -139,18 +131,33 @@ def _dense_sum(grad):
     return out
 
 
-def _replica_grads(t, fn, args):
-    """One update's gradients as the optimizer must see them (numpy).
+def _update_seeing_grads(t, update, args, monkeypatch):
+    """Runs one real update; returns the gradients it handed to Adam.
 
-    The losses are already shares of the global mean, so the sum over
-    replicas, with repeated indices summed, is the global gradient.
+    `trainer.apply_gradients` is wrapped to keep each replica's raw
+    gradients (IndexedSlices for gathered tables), which the update then
+    returns from the same trace.
 
     Returns:
-        (dense gradients, and for each the sum of its squared slices: what
-        an optimizer that squares slices before summing them would use).
+        (dense gradients summed over duplicates and replicas, numpy; and
+        for each the sum of its squared slices: what an optimizer that
+        squares slices before summing them would use).
     """
+    seen = {}
+    apply = trainer.apply_gradients
+
+    def spy(optimizer, grads, variables):
+        seen[threading.get_ident()] = list(grads)
+        apply(optimizer, grads, variables)
+
+    def replica_fn(*inputs):
+        update(*inputs)
+        return seen[threading.get_ident()]
+
+    monkeypatch.setattr(trainer, "apply_gradients", spy)
     s = t.strategy
-    grads = _run(s, fn, args)[1]
+    grads = _run(s, replica_fn, args)
+    monkeypatch.setattr(trainer, "apply_gradients", apply)
     dense, squares = [], []
     for grad in grads:
         parts = s.experimental_local_results(grad)
@@ -216,7 +223,9 @@ def _check_adam_first_step(t, optimizer, variables, before, grads):
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
-def test_adam_sees_duplicate_summed_table_gradients(replicas, two_cpu_strategy):
+def test_adam_sees_duplicate_summed_table_gradients(
+    replicas, two_cpu_strategy, monkeypatch
+):
     if replicas == 1:
         strategy = tf.distribute.get_strategy()
     else:
@@ -224,17 +233,13 @@ def test_adam_sees_duplicate_summed_table_gradients(replicas, two_cpu_strategy):
     global_batch = 2 * BATCH
     t = trainer.GANTrainer(_config(global_batch // replicas), strategy)
     x = {k: _split(strategy, v) for k, v in _inputs(global_batch).items()}
-    s = t.strategy
 
     # G update.
-    snapshot = _snapshot(t)
     g_vars = t.generator.trainable_variables
-    grads, squares = _replica_grads(
-        t, t._g_grads_fn, (x["z"], x["fake_labels"])
-    )
-    _restore(snapshot)
     before = [v.numpy() for v in g_vars]
-    _run(s, t.g_update, (x["z"], x["fake_labels"]))
+    grads, squares = _update_seeing_grads(
+        t, t.g_update, (x["z"], x["fake_labels"]), monkeypatch
+    )
     tables = _check_adam_first_step(t, t.g_optimizer, g_vars, before, grads)
     assert tables == 2 * 2 * len(t.generator.blocks)  # CBN gamma and beta
 
@@ -246,13 +251,10 @@ def test_adam_sees_duplicate_summed_table_gradients(replicas, two_cpu_strategy):
     ).max()
 
     # D update (after G's, as in a global step).
-    snapshot = _snapshot(t)
     d_vars = t.discriminator.trainable_variables
-    args = (x["images"], x["labels"], x["z"], x["fake_labels"])
-    grads, _ = _replica_grads(t, t._d_grads_fn, args)
-    _restore(snapshot)
     before = [v.numpy() for v in d_vars]
-    _run(s, t.d_update, args)
+    args = (x["images"], x["labels"], x["z"], x["fake_labels"])
+    grads, _ = _update_seeing_grads(t, t.d_update, args, monkeypatch)
     assert _check_adam_first_step(
         t, t.d_optimizer, d_vars, before, grads
     ) == 1
