@@ -88,6 +88,14 @@ def _attention_index(resolutions, attention_resolution, owner):
 
 
 @keras.saving.register_keras_serializable(package="sagan_tf")
+def _require_attention(attention_layer, owner):
+    if attention_layer is None:
+        raise ValueError(
+            f"{owner}: return_attention=True needs attention, but "
+            "attention_resolution is None"
+        )
+
+
 class Generator(keras.Model):
     """Class-conditional SAGAN generator (released `generator_test`).
 
@@ -205,11 +213,8 @@ class Generator(keras.Model):
         self, z, labels, training=False, update_sn=None,
         return_attention=False,
     ):
-        if return_attention and self.g_non_local is None:
-            raise ValueError(
-                "Generator: return_attention=True needs attention, but "
-                "attention_resolution is None"
-            )
+        if return_attention:
+            _require_attention(self.g_non_local, "Generator")
         if update_sn is None:
             update_sn = bool(training) or self.sn_update_at_inference
         sn_kw = dict(training=training, update_sn=update_sn)
@@ -347,11 +352,8 @@ class Discriminator(keras.Model):
         self, images, labels, training=False, update_sn=None,
         return_attention=False,
     ):
-        if return_attention and self.d_non_local is None:
-            raise ValueError(
-                "Discriminator: return_attention=True needs attention, but "
-                "attention_resolution is None"
-            )
+        if return_attention:
+            _require_attention(self.d_non_local, "Discriminator")
         sn_kw = dict(training=training, update_sn=update_sn)
         h = images
         beta = None

@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import replica_inputs
 import tensorflow as tf
 
 from sagan_tf import checkpointing, summaries, trainer
@@ -53,21 +54,10 @@ def _inputs():
     )
 
 
-def _split(strategy, array):
-    """Gives replica r rows [r*B, (r+1)*B) of a global batch."""
-    per = array.shape[0] // strategy.num_replicas_in_sync
-
-    def value_fn(ctx):
-        start = ctx.replica_id_in_sync_group * per
-        return tf.constant(array[start : start + per])
-
-    return strategy.experimental_distribute_values_from_function(value_fn)
-
-
 def _one_step(t, inputs):
     """One global step as train_step runs it (G, EMA, D) on given inputs."""
     s = t.strategy
-    d = {k: _split(s, v) for k, v in inputs.items()}
+    d = {k: replica_inputs.split(s, v) for k, v in inputs.items()}
 
     @tf.function
     def step():

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 import pytest
 import reference_discriminator as ref
+import replica_inputs
 import tensorflow as tf
 
 from sagan_tf import config as config_lib
@@ -181,16 +182,6 @@ def _run(strategy, fn, args):
     return tf.function(lambda: strategy.run(fn, args=args))()
 
 
-def _split(strategy, array):
-    per = array.shape[0] // strategy.num_replicas_in_sync
-
-    def value_fn(ctx):
-        start = ctx.replica_id_in_sync_group * per
-        return tf.constant(array[start : start + per])
-
-    return strategy.experimental_distribute_values_from_function(value_fn)
-
-
 def _check_adam_first_step(t, optimizer, variables, before, grads):
     """m, v and the weights after Adam's first step from zero slots.
 
@@ -232,7 +223,10 @@ def test_adam_sees_duplicate_summed_table_gradients(
         strategy = two_cpu_strategy
     global_batch = 2 * BATCH
     t = trainer.GANTrainer(_config(global_batch // replicas), strategy)
-    x = {k: _split(strategy, v) for k, v in _inputs(global_batch).items()}
+    x = {
+        k: replica_inputs.split(strategy, v)
+        for k, v in _inputs(global_batch).items()
+    }
 
     # G update.
     g_vars = t.generator.trainable_variables
