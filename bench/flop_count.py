@@ -107,15 +107,10 @@ def analytic_forward_flops(generator, discriminator):
 
 
 def _profiler_total(graph):
-    # The TF1 profiler is the only FLOP registry TF ships; its internals
-    # call deprecated TF1 helpers, and no public API silences those.
-    from tensorflow.python.util import deprecation
-
     builder = tf.compat.v1.profiler.ProfileOptionBuilder
     options = builder(builder.float_operation()).with_empty_output().build()
-    with deprecation.silence():
-        return tf.compat.v1.profiler.profile(
-            graph, cmd="scope", options=options).total_float_ops
+    return tf.compat.v1.profiler.profile(
+        graph, cmd="scope", options=options).total_float_ops
 
 
 def _live_ops(graph):
@@ -140,19 +135,27 @@ def graph_flops(graph):
         live_total and live_model (Conv/MatMul family only) over the ops
         that run, and live_by_type.
     """
+    # TF's FLOP registry (the only one it ships) calls deprecated TF1
+    # helpers, and no public API silences their warnings.
+    from tensorflow.python.util import deprecation
+
     live = _live_ops(graph)
     by_type = {}
-    for op in graph.get_operations():
-        if op.name not in live:
-            continue
-        try:
-            stats = tf_ops.get_stats_for_node_def(graph, op.node_def, "flops")
-        except ValueError:  # no registered count, or a partial shape
-            continue
-        if stats.value:
-            by_type[op.type] = by_type.get(op.type, 0) + int(stats.value)
+    with deprecation.silence():
+        for op in graph.get_operations():
+            if op.name not in live:
+                continue
+            try:
+                stats = tf_ops.get_stats_for_node_def(
+                    graph, op.node_def, "flops"
+                )
+            except ValueError:  # no registered count, or a partial shape
+                continue
+            if stats.value:
+                by_type[op.type] = by_type.get(op.type, 0) + int(stats.value)
+        profiler_total = _profiler_total(graph)
     return dict(
-        profiler_total=_profiler_total(graph),
+        profiler_total=profiler_total,
         live_total=sum(by_type.values()),
         live_model=sum(v for k, v in by_type.items() if k in MATMUL_OPS),
         live_by_type=dict(sorted(by_type.items(), key=lambda kv: -kv[1])),
