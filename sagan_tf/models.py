@@ -87,7 +87,6 @@ def _attention_index(resolutions, attention_resolution, owner):
     return resolutions.index(attention_resolution)
 
 
-@keras.saving.register_keras_serializable(package="sagan_tf")
 def _require_attention(attention_layer, owner):
     if attention_layer is None:
         raise ValueError(
@@ -96,6 +95,7 @@ def _require_attention(attention_layer, owner):
         )
 
 
+@keras.saving.register_keras_serializable(package="sagan_tf")
 class Generator(keras.Model):
     """Class-conditional SAGAN generator (released `generator_test`).
 
