@@ -50,6 +50,18 @@ def _env(**extra):
     return env
 
 
+def _summaries(run_dir):
+    """tag -> [(step, summary value)] from every event file in run_dir."""
+    tags = {}
+    for name in os.listdir(run_dir):
+        if name.startswith("events.out.tfevents"):
+            path = os.path.join(run_dir, name)
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    tags.setdefault(value.tag, []).append((event.step, value))
+    return tags
+
+
 def _cmd(data_dir, checkpoint_dir, *args):
     return [
         sys.executable, os.path.join(ROOT, "train_imagenet.py"),
@@ -129,13 +141,7 @@ def test_cli_writes_config_checkpoint_and_every_summary(first_run):
             "d_optimizer", "ema_generator"} <= keys
     assert re.search(r"^step 4/4 .*img/s\s+ETA", stdout, re.M), stdout
 
-    tags = {}
-    for name in os.listdir(run_dir):
-        if name.startswith("events.out.tfevents"):
-            path = os.path.join(run_dir, name)
-            for event in tf.compat.v1.train.summary_iterator(path):
-                for value in event.summary.value:
-                    tags.setdefault(value.tag, []).append((event.step, value))
+    tags = _summaries(run_dir)
     for tag in RELEASED_SCALARS + OTHER_TAGS:
         assert tag in tags, (tag, sorted(tags))
     assert [step for step, _ in tags["d_loss"]] == [2, 4]
@@ -149,13 +155,7 @@ def test_cli_writes_config_checkpoint_and_every_summary(first_run):
 
 def test_cli_writes_attention_figures_and_config_text(first_run):
     run_dir = _run_dir(first_run[0])
-    values = {}
-    for name in os.listdir(run_dir):
-        if name.startswith("events.out.tfevents"):
-            path = os.path.join(run_dir, name)
-            for event in tf.compat.v1.train.summary_iterator(path):
-                for value in event.summary.value:
-                    values.setdefault(value.tag, []).append((event.step, value))
+    values = _summaries(run_dir)
     for tag in ("attention/g_non_local", "attention/d_non_local"):
         assert [step for step, _ in values[tag]] == [2, 4], tag
         width, height, png = values[tag][-1][1].tensor.string_val
