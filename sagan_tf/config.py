@@ -1,8 +1,8 @@
 """Configuration objects: the one place where every default lives.
 
-The entry points (`train_imagenet.py`, `eval_imagenet.py`) define their flags
-with these defaults, build one config object from the parsed flags and pass it
-down. Library code receives config objects and never reads flags.
+The command lines (`sagan_tf/commands/`) define their flags with these
+defaults, build one config object from the parsed flags and pass it down.
+Library code receives config objects and never reads flags.
 
 Defaults follow the released code (github.com/brain-research/
 self-attention-gan); where the paper says otherwise, the field's comment says
@@ -181,6 +181,22 @@ class TrainConfig:
     # Move every file of the run directory aside (never deleting one) and
     # start at step 0.
     start_over: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """The converter's settings (`sagan-convert`)."""
+
+    # Folder of class folders of images.
+    input_dir: str | None = None
+    # Where the shards go: training's --data_dir.
+    output_dir: str = "./data"
+    image_size: int = RELEASED_IMAGE_SIZE
+    num_shards: int = 1024
+    # Image-decoding processes; 0 = one per CPU core.
+    num_workers: int = 0
+    # Seed of the shuffle that assigns images to shards.
+    seed: int = 0
 
 
 # TF-GAN's Inception module (the 2015-12-05 graph) on TF-Hub.

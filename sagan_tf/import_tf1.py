@@ -1,8 +1,10 @@
 """Imports a checkpoint written by the released TF1 code.
 
-    python -m sagan_tf.import_tf1 \\
-        --tf1_checkpoint released/model.ckpt-1000000 \\
+    sagan-import-tf1 --tf1_checkpoint released/model.ckpt-1000000 \\
         --output_dir checkpoint/imagenet_64
+
+(or `python -m sagan_tf.import_tf1` with the same flags; the command line
+is in `commands/import_tf1.py`).
 
 The released graph names its variables after TF1 variable scopes
 (`model/g_block1/snconv1/w`, see original_variables.tsv); this port names
@@ -13,20 +15,15 @@ Adam slots (`<name>/Adam`, `<name>/Adam_1`) and `global_step` are carried
 over when the checkpoint has them, so training resumes where it stopped.
 
 The output directory receives a checkpoint in this port's layout (see
-checkpointing.py) and a `config.json`; `train_imagenet.py` pointed at it
+training/checkpoints.py) and a `config.json`; `sagan-train` pointed at it
 (`--checkpoint_dir` = its parent, `--batch_size` = the `imagenet_<N>` suffix)
-resumes from it, and `eval_imagenet.py` scores it.
+resumes from it, and `sagan-eval` scores it.
 """
-
-import dataclasses
-import os
-import sys
 
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import checkpointing, trainer
-from sagan_tf import config as config_lib
+from sagan_tf.training import checkpoints, updates
 
 _TF1_SCOPE = "model"
 # Keras attention sublayer -> released 1x1 conv scope.
@@ -219,7 +216,7 @@ def import_checkpoint(tf1_checkpoint, output_dir, train_config, log=print):
             "choose an empty directory so nothing is overwritten."
         )
 
-    run = trainer.GANTrainer(train_config, tf.distribute.get_strategy())
+    run = updates.GANTrainer(train_config, tf.distribute.get_strategy())
     g_count = len(run.generator.variables)
     pairs = plan_import(
         tf1_variables, run.generator.variables + run.discriminator.variables
@@ -252,13 +249,13 @@ def import_checkpoint(tf1_checkpoint, output_dir, train_config, log=print):
     if run.ema_generator is not None:
         run.copy_generator_to_ema()
 
-    keeper = checkpointing.CheckpointKeeper(
+    keeper = checkpoints.CheckpointKeeper(
         output_dir,
         run.step,
         run.checkpoint_objects(),
         max_to_keep=train_config.keep_checkpoints,
     )
-    config_path = checkpointing.write_config(output_dir, train_config)
+    config_path = checkpoints.write_config(output_dir, train_config)
     saved = keeper.save()
     log(f"Global step {step}; Adam moments "
         f"{'imported' if all(with_adam) else 'not in the checkpoint: fresh'}")
@@ -266,69 +263,8 @@ def import_checkpoint(tf1_checkpoint, output_dir, train_config, log=print):
     return saved
 
 
-def _define_flags():
-    from absl import flags
-
-    m = config_lib.ModelConfig()
-    t = config_lib.TrainConfig()
-    flags.DEFINE_string(
-        "tf1_checkpoint", None,
-        "Checkpoint prefix written by the released code (e.g. "
-        "logdir/model.ckpt-1000000), or the directory holding it.")
-    flags.DEFINE_string(
-        "output_dir", None,
-        "Run directory to create, e.g. checkpoint/imagenet_64; "
-        "train_imagenet.py --checkpoint_dir checkpoint --batch_size 64 "
-        "resumes from it.")
-    flags.DEFINE_integer("image_size", m.image_size, "Released image size.")
-    flags.DEFINE_integer("z_dim", m.z_dim, "Size of z in the released run.")
-    flags.DEFINE_integer("gf_dim", m.gf_dim, "gf_dim of the released run.")
-    flags.DEFINE_integer("df_dim", m.df_dim, "df_dim of the released run.")
-    flags.DEFINE_integer(
-        "number_classes", m.number_classes, "Classes of the released run.")
-    flags.DEFINE_enum(
-        "generator_type", m.generator_type, ["test", "baseline"],
-        "test = with self-attention, baseline = without.")
-    flags.DEFINE_enum(
-        "discriminator_type", m.discriminator_type, ["test", "baseline"],
-        "test = with self-attention, baseline = without.")
-    flags.DEFINE_integer(
-        "attention_resolution", m.attention_resolution,
-        "Attention resolution (32, or 64 for the released *_64 variants).")
-    flags.DEFINE_integer(
-        "keep_checkpoints", t.keep_checkpoints,
-        "Checkpoints kept in --output_dir by later training.")
-    flags.mark_flags_as_required(["tf1_checkpoint", "output_dir"])
-    return flags.FLAGS
-
-
-def main(argv):
-    del argv
-    flags_ = _FLAGS
-    output_dir = os.path.normpath(flags_.output_dir)
-    model = config_lib.from_flags(config_lib.ModelConfig, flags_)
-    base = config_lib.TrainConfig()
-    batch = base.batch_size
-    suffix = os.path.basename(output_dir)
-    if suffix.startswith("imagenet_") and suffix[9:].isdigit():
-        batch = int(suffix[9:])
-    train_config = dataclasses.replace(
-        base,
-        model=model,
-        checkpoint_dir=os.path.dirname(output_dir) or ".",
-        batch_size=batch,
-        keep_checkpoints=flags_.keep_checkpoints,
-    )
-    try:
-        import_checkpoint(flags_.tf1_checkpoint, output_dir, train_config)
-    except ValueError as e:
-        print(f"import_tf1: error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    from absl import app
+    # `python -m sagan_tf.import_tf1` is the command `sagan-import-tf1`.
+    from sagan_tf.commands import import_tf1 as _command
 
-    _FLAGS = _define_flags()
-    app.run(main)
+    _command.run()

@@ -13,10 +13,11 @@ Output in `<output_dir>`:
 
 Images are shuffled with a seeded permutation and split into shards of
 near-equal size. Worker processes decode and preprocess
-(`sagan_tf.preprocessing`); the parent writes. A shard is written under
+(`preprocessing.py`); the parent writes. A shard is written under
 `incomplete-<name>.part` and renamed when complete, so a re-run skips every
-finished shard. TensorFlow is imported only in the parent, so workers start
-fast.
+finished shard. TensorFlow is imported only in the parent (the workers
+start with `cli.worker_processes_without_tf`), so workers start fast and
+small.
 """
 
 import dataclasses
@@ -28,7 +29,8 @@ import time
 
 import numpy as np
 
-from sagan_tf import paths, preprocessing
+from sagan_tf import cli, paths
+from sagan_tf.data import preprocessing
 
 LABELS_FILE = "labels.txt"
 MANIFEST_FILE = "conversion.json"
@@ -289,7 +291,8 @@ def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
     if num_workers > 1 and tasks:
         # spawn: the parent has TensorFlow loaded, which fork does not
         # tolerate; workers import only PIL and numpy.
-        pool = multiprocessing.get_context("spawn").Pool(num_workers)
+        with cli.worker_processes_without_tf():
+            pool = multiprocessing.get_context("spawn").Pool(num_workers)
         results = pool.imap(_load, tasks, chunksize=16)
     else:
         results = map(_load, tasks)

@@ -4,14 +4,14 @@ Checks inside the input pipeline (`require`) fail with a message wrapped in
 markers; TensorFlow raises it as an InvalidArgumentError with its own
 decoration. `describe_error` recovers the message, or, for a truncated or
 corrupt shard (a DataLossError that gives only a byte offset), finds and
-names the shard. `sagan_tf.data.clear_errors` uses it to raise `DataError`.
+names the shard. `pipeline.clear_errors` uses it to raise `DataError`.
 """
 
 import re
 
 import tensorflow as tf
 
-from sagan_tf import tfrecord_check
+from sagan_tf.data import tfrecord_check
 
 _START = "<<DataError: "
 _END = " :DataError>>"
@@ -87,7 +87,7 @@ def describe_error(error, data_dir=None, list_shards=None):
         where = f" in --data_dir {data_dir!r}" if data_dir else ""
         return (f"no records in the shards{where}: the input ended before"
                 " one batch. Check that the shards hold records"
-                " (`python -m sagan_tf.tfrecord_check <data_dir>`).")
+                " (`python -m sagan_tf.data.tfrecord_check <data_dir>`).")
     damaged = _DAMAGED.search(message)
     if isinstance(error, tf.errors.DataLossError) or damaged:
         offset = int(damaged.group(2)) if damaged else None
@@ -109,4 +109,4 @@ def _describe_damage(offset, message, data_dir, shards):
     where = f"under {data_dir!r} " if data_dir else ""
     return (f"a TFRecord shard {where}is truncated or corrupt"
             f" ({clean(message)}); find it with `python -m"
-            " sagan_tf.tfrecord_check <data_dir>`.")
+            " sagan_tf.data.tfrecord_check <data_dir>`.")

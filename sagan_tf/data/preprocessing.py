@@ -3,7 +3,7 @@
 Every image becomes RGB, is cropped to its largest centred square and is
 resized with antialiased bilinear filtering, the recipe of the released
 ImageNet records (improved-gan's converter). The tf.data reader applies the
-same recipe to JPEG sources in `sagan_tf.data`.
+same recipe to JPEG sources in `records.py`.
 """
 
 import numpy as np

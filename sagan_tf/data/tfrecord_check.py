@@ -9,7 +9,7 @@ TFRecord framing, per record: uint64 length, uint32 masked CRC-32C of the
 length, `length` bytes of data, uint32 masked CRC-32C of the data (all
 little-endian).
 
-Usage: python -m sagan_tf.tfrecord_check SHARD_OR_FOLDER [...]
+Usage: python -m sagan_tf.data.tfrecord_check SHARD_OR_FOLDER [...]
 """
 
 import fnmatch
@@ -21,7 +21,7 @@ import sys
 _HEADER_BYTES = 12
 _FOOTER_BYTES = 4
 _MASK_DELTA = 0xA282EAD8
-# Shard names looked for in a folder (those of sagan_tf.data).
+# Shard names looked for in a folder (those of `records.py`).
 _SHARD_PATTERNS = ("*.tfrecords", "*.tfrecord", "*-of-*")
 
 

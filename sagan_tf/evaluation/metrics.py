@@ -22,7 +22,7 @@ import scipy.linalg
 import tensorflow as tf
 from absl import logging
 
-from sagan_tf import data as data_lib
+from sagan_tf.data import pipeline, records
 
 _CLASSIFIER_METRICS = None
 
@@ -281,7 +281,7 @@ class RealStatistics:
     def _key(self, name, count):
         config = self.config
         try:
-            files = [_file_signature(f) for f in data_lib.list_files(
+            files = [_file_signature(f) for f in records.list_files(
                 config.data)]
         except (ValueError, tf.errors.OpError):
             files = []
@@ -302,7 +302,7 @@ class RealStatistics:
 
     def _real_dataset(self):
         config = self.config
-        return data_lib.build_dataset(
+        return pipeline.build_dataset(
             config.data,
             image_size=config.model.image_size,
             batch_size=config.dcgan_generator_batch_size,

@@ -10,12 +10,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import attention_maps as attention_lib
-from sagan_tf import summaries
+from sagan_tf.evaluation import attention_maps as attention_lib
+from sagan_tf.training import summaries
 
-# Part of this module's API before they moved to attention_maps.py.
-attention_maps = attention_lib.attention_maps
-default_queries = attention_lib.default_queries
 
 def to_uint8(images):
     """Images in [-1, 1] to uint8 (x + 1) * 127.5, clipped and rounded."""
@@ -112,7 +109,8 @@ def attention_figure(generator, labels, queries, attention_resolution, rng):
     z = rng.standard_normal((labels.size, generator.z_dim))
     images, beta = _generate(generator, z, labels, return_attention=True)
     size = images.shape[1]
-    maps = attention_maps(beta, queries, size, attention_resolution)
+    maps = attention_lib.attention_maps(
+        beta, queries, size, attention_resolution)
     title = attention_lib.layer_title(
         "G", generator.attention_layers[0], attention_resolution, size
     )
@@ -144,7 +142,8 @@ def write_samples(generator, config, out_dir, step, attention_resolution):
         ),
     }
     if attention_resolution is not None:
-        queries = config.attention_queries or default_queries(size)
+        queries = (config.attention_queries
+                   or attention_lib.default_queries(size))
         pictures["attention"] = attention_figure(
             generator, config.sample_classes, queries, attention_resolution,
             rng,

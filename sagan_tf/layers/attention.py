@@ -1,34 +1,12 @@
-"""Layers of the released SAGAN: spectral norm, self-attention and BN.
+"""The released self-attention block (`non_local.sn_non_local_block_sim`).
 
-Every layer here reproduces one op of the released TF1 code
-(github.com/brain-research/self-attention-gan, `ops.py` and
-`non_local.py`) as a Keras 3 layer, registered for `.keras` saving under
-the package name "sagan_tf". The spectral-norm layers (`SNConv2D`,
-`SNDense`, `SNEmbedding` and the `SpectralNormalization` wrapper) live in
-`spectral_norm.py`, the BN layers in `normalization.py`; all are exported
-here.
-
-Mixed precision: the attention softmax runs in float32 (see
-`spectral_norm.py` and `normalization.py` for the others).
+Mixed precision: the attention softmax runs in float32.
 """
 
 import keras
 import tensorflow as tf
 
-# The SN and BN layers live in their own modules; they are this API too.
-from sagan_tf.normalization import (  # noqa: F401
-    BatchNorm,
-    ConditionalBatchNorm,
-)
-from sagan_tf.spectral_norm import (  # noqa: F401
-    SNConv2D,
-    SNDense,
-    SNEmbedding,
-    SpectralNormalization,
-    l2_normalize,
-    power_iteration,
-    writes_u,
-)
+from sagan_tf.layers.spectral_norm import SNConv2D
 
 
 @keras.saving.register_keras_serializable(package="sagan_tf")

@@ -6,7 +6,8 @@ layer's build ("SelfAttention ... needs channels divisible by 8").
 """
 
 from sagan_tf import config as config_lib
-from sagan_tf import models
+from sagan_tf.models.discriminator import Discriminator
+from sagan_tf.models.generator import Generator
 
 # SelfAttention maps C channels to C/8 (theta, phi) and C/2 (g).
 _ATTENTION_DIVISOR = 8
@@ -90,15 +91,15 @@ def _attention_channels(m, network, block_index):
     """Output channels of the block the attention layer follows.
 
     The networks are constructed (not built: no variables), so the channel
-    schedule stays defined in one place, `models.py`.
+    schedule stays defined in one place, `schedules.py`.
     """
     if network == "generator":
-        net = models.Generator(
+        net = Generator(
             num_classes=m.number_classes, image_size=m.image_size,
             z_dim=m.z_dim, gf_dim=m.gf_dim, attention_resolution=None,
         )
     else:
-        net = models.Discriminator(
+        net = Discriminator(
             num_classes=m.number_classes, image_size=m.image_size,
             df_dim=m.df_dim, attention_resolution=None,
         )

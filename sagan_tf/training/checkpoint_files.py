@@ -17,7 +17,7 @@ import time
 
 import tensorflow as tf
 
-from sagan_tf import data_errors
+from sagan_tf.data import errors as data_errors
 
 CHECKPOINT_NAME = "ckpt"
 STATE_FILE = "checkpoint"

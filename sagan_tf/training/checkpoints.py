@@ -20,7 +20,7 @@ import sys
 
 import tensorflow as tf
 
-from sagan_tf import checkpoint_files
+from sagan_tf.training import checkpoint_files
 
 CHECKPOINT_NAME = checkpoint_files.CHECKPOINT_NAME
 CONFIG_FILE = "config.json"
@@ -246,7 +246,7 @@ class CheckpointKeeper:
         Returns:
           The folder they went to, or None when there was nothing.
         """
-        from sagan_tf import run_lock
+        from sagan_tf.training import run_lock
 
         return checkpoint_files.set_aside_run(
             self.directory, keep=(run_lock.LOCK_FILE,)

@@ -1,10 +1,11 @@
-"""The training program behind `train_imagenet.py`: `run(train_config)`.
+"""The training loop behind `sagan-train` / `train_imagenet.py`:
+`run(train_config)`.
 
 It checks the flags (models included) before anything is written, picks
 the strategy (see `distribute.py`), locks the run directory
 `<checkpoint_dir>/imagenet_<batch_size>` (`run_lock.py`), builds the models
-and optimizers (`trainer.GANTrainer`), resumes from the newest checkpoint
-that reads completely (`checkpointing.CheckpointKeeper`), builds the input
+and optimizers (`updates.GANTrainer`), resumes from the newest checkpoint
+that reads completely (`checkpoints.CheckpointKeeper`), builds the input
 pipeline, and only then writes `config.json`, so that a start that fails
 leaves nothing that binds the next one. It then runs global steps until
 `max_steps`, with
@@ -25,18 +26,17 @@ import time
 
 import keras
 
-from sagan_tf import (
-    attention_maps,
-    checkpointing,
-    cli,
-    data,
+from sagan_tf import cli, paths
+from sagan_tf.data import pipeline
+from sagan_tf.evaluation import attention_maps
+from sagan_tf.models import checks
+from sagan_tf.training import (
+    checkpoints,
     distribute,
-    model_checks,
-    paths,
     run_lock,
     summaries,
 )
-from sagan_tf import trainer as trainer_lib
+from sagan_tf.training import updates as updates_lib
 
 
 class _StopRequest:
@@ -71,7 +71,7 @@ class _StopRequest:
 def _precision_policy(mixed_precision):
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(
-        trainer_lib.POLICIES[mixed_precision]
+        updates_lib.POLICIES[mixed_precision]
     )
     try:
         yield
@@ -90,15 +90,15 @@ def run(config, strategy=None, log=print):
 
     Raises:
       ValueError: bad configuration (names the flag) or data (`DataError`).
-      checkpointing.NonFiniteError: a loss or weight became NaN / infinite.
-      checkpointing.CheckpointError: checkpoints exist, none readable.
-      checkpointing.DiskFullError: a save failed for lack of space.
+      checkpoints.NonFiniteError: a loss or weight became NaN / infinite.
+      checkpoints.CheckpointError: checkpoints exist, none readable.
+      checkpoints.DiskFullError: a save failed for lack of space.
       run_lock.RunLockedError: another trainer uses the run directory.
     """
-    trainer_lib.validate_config(config)
-    model_checks.check_model_config(config.model)
+    updates_lib.validate_config(config)
+    checks.check_model_config(config.model)
     paths.check_folder(config.checkpoint_dir, "--checkpoint_dir")
-    paths.check_folder(checkpointing.run_dir(config), "--checkpoint_dir")
+    paths.check_folder(checkpoints.run_dir(config), "--checkpoint_dir")
     if strategy is None:
         strategy = distribute.select_strategy(config.num_cpu_devices)
     if config.seed is not None:
@@ -116,12 +116,12 @@ class _Loop:
         self.log = log
         self.is_chief, task_id = distribute.worker_info(strategy)
         self.multi_worker = distribute.is_multi_worker(strategy)
-        self.directory = checkpointing.run_dir(config)
+        self.directory = checkpoints.run_dir(config)
 
         log(f"Strategy: {type(strategy).__name__} with "
             f"{strategy.num_replicas_in_sync} replica(s); global batch "
             f"{config.batch_size * strategy.num_replicas_in_sync}.")
-        log("Resolved configuration:\n" + checkpointing.config_to_json(config))
+        log("Resolved configuration:\n" + checkpoints.config_to_json(config))
         self.lock = None
         if self.is_chief:
             # Other workers of a cluster share the directory by design.
@@ -130,9 +130,9 @@ class _Loop:
         self.writer = None
         try:
             if not config.start_over:
-                checkpointing.check_model_config(config.model, self.directory)
-            self.trainer = trainer_lib.GANTrainer(config, strategy)
-            self.keeper = checkpointing.CheckpointKeeper(
+                checkpoints.check_model_config(config.model, self.directory)
+            self.trainer = updates_lib.GANTrainer(config, strategy)
+            self.keeper = checkpoints.CheckpointKeeper(
                 self.directory,
                 self.trainer.step,
                 self.trainer.checkpoint_objects(),
@@ -187,7 +187,7 @@ class _Loop:
                      "nothing to do.")
             return start
         self.trainer.seed_noise(start)
-        dataset = data.distributed_dataset(
+        dataset = pipeline.distributed_dataset(
             self.strategy,
             c.data,
             image_size=c.model.image_size,
@@ -198,13 +198,13 @@ class _Loop:
         # The run is known to start: the flags, the checkpoint and the data
         # agree.
         if self.is_chief:
-            path = checkpointing.write_config(self.directory, c)
+            path = checkpoints.write_config(self.directory, c)
             self.log(f"Wrote {path}")
         self.writer = summaries.SummaryWriter(
             self.directory, enabled=self.is_chief
         )
         self.writer.text(start, {"config": summaries.config_markdown(
-            checkpointing.config_to_json(c))})
+            checkpoints.config_to_json(c))})
         self.attention = attention_maps.AttentionSummary(
             self.trainer.generator, self.trainer.discriminator
         )
@@ -224,7 +224,7 @@ class _Loop:
         while step < c.max_steps:
             if c.inject_nan_at_step and step + 1 == c.inject_nan_at_step:
                 trainer.poison_generator_learning_rate()
-            with data.clear_errors(c.data):
+            with pipeline.clear_errors(c.data):
                 values, real, fake = trainer.train_step(iterator)
             step += 1
             if steady_start is None:

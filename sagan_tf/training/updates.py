@@ -25,7 +25,7 @@ therefore hands the optimizer dense, duplicate-summed gradients
 (`apply_gradients` below). TF1's sparse Adam also decayed m and v on every
 row, so this is its update exactly.
 
-`train.run(train_config)` drives these steps (checkpoints, summaries,
+`loop.run(train_config)` drives these steps (checkpoints, summaries,
 signals).
 """
 
@@ -34,14 +34,9 @@ import math
 import keras
 import tensorflow as tf
 
-from sagan_tf import (
-    checkpointing,
-    data,
-    distribute,
-    losses,
-    models,
-    summaries,
-)
+from sagan_tf import models
+from sagan_tf.data import records
+from sagan_tf.training import checkpoints, distribute, losses, summaries
 
 POLICIES = {
     "none": "float32",
@@ -102,8 +97,8 @@ def validate_config(config):
          c.inject_nan_at_step, "must be >= 0")
     need(c.loss_type in ("hinge_loss", "kl_loss"), "loss_type", c.loss_type,
          "must be 'hinge_loss' or 'kl_loss'")
-    need(c.data.data_format in data.DATA_FORMATS, "data_format",
-         c.data.data_format, f"must be one of {data.DATA_FORMATS}")
+    need(c.data.data_format in records.DATA_FORMATS, "data_format",
+         c.data.data_format, f"must be one of {records.DATA_FORMATS}")
     need(c.data.shuffle_buffer_size >= 0, "shuffle_buffer_size",
          c.data.shuffle_buffer_size, "must be >= 0")
     m = c.model
@@ -410,7 +405,7 @@ class GANTrainer:
         """Raises NonFiniteError naming the first step with a bad loss."""
         bad = int(self.first_non_finite_step.numpy())
         if bad >= 0:
-            raise checkpointing.NonFiniteError(
+            raise checkpoints.NonFiniteError(
                 f"Non-finite loss at global step {bad}; stopping. No "
                 "checkpoint with non-finite weights was written; the last "
                 "good one is still in the run directory."
@@ -428,7 +423,7 @@ class GANTrainer:
         return values
 
     def checkpoint_objects(self):
-        """The objects of the checkpoint contract (see checkpointing.py)."""
+        """The objects of the checkpoint contract (see checkpoints.py)."""
         objects = dict(
             generator=self.generator,
             discriminator=self.discriminator,
