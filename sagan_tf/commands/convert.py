@@ -1,6 +1,7 @@
-r"""Converts an ImageNet-style folder of class folders to training shards.
+r"""`sagan-convert` / `data/convert_imagenet.py`: converts an ImageNet-style
+folder of class folders to training shards.
 
-    python data/convert_imagenet.py --input_dir ILSVRC2012/train \
+    sagan-convert --input_dir ILSVRC2012/train \
         --output_dir ./data --image_size 128 --num_shards 1024
 
 Writes <output_dir>/train-NNNNN-of-MMMMM.tfrecords in the released format
@@ -14,61 +15,81 @@ the same command resumes: finished shards are kept. Errors end with status
 """
 
 import os
-import sys
 
 from absl import app, flags
 
-# Run as a script from anywhere: make the repository's package importable.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from sagan_tf import cli, paths
+from sagan_tf import config as config_lib
+from sagan_tf.data import converter
 
-from sagan_tf import cli, config, imagenet_folder, paths  # noqa: E402
-
-_INPUT_DIR = flags.DEFINE_string(
-    "input_dir", None,
-    "Folder with one sub-folder per class (e.g. ILSVRC2012/train with one"
-    " folder per WordNet ID). Labels are the indices of the sorted folder"
-    " names.")
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", "./data",
-    "Where the .tfrecords shards, labels.txt and conversion.json go; this is"
-    " the --data_dir of training and evaluation.")
-_IMAGE_SIZE = flags.DEFINE_integer(
-    "image_size", config.RELEASED_IMAGE_SIZE,
-    "Side in pixels of the stored square images; training's --image_size"
-    " must match.")
-_NUM_SHARDS = flags.DEFINE_integer(
-    "num_shards", 1024,
-    "Number of output files; more shards allow more parallel reading and"
-    " finer-grained resuming.")
-_NUM_WORKERS = flags.DEFINE_integer(
-    "num_workers", os.cpu_count() or 1,
-    "Processes that decode and resize images in parallel (1 = no worker"
-    " processes).")
-_SEED = flags.DEFINE_integer(
-    "seed", 0,
-    "Seed of the shuffle that assigns images to shards; the same seed gives"
-    " the same shards, which resuming relies on.")
-cli.define_debug_flag(flags.FLAGS)
+PROGRAM = "sagan-convert"
 
 
-def _convert():
-    # Before TensorFlow loads: a wrong path fails in a moment.
-    paths.check_folder(_OUTPUT_DIR.value, "--output_dir")
-    cli.quiet_tensorflow_startup()
-    summary = imagenet_folder.convert(
-        _INPUT_DIR.value, _OUTPUT_DIR.value,
-        image_size=_IMAGE_SIZE.value, num_shards=_NUM_SHARDS.value,
-        seed=_SEED.value, num_workers=_NUM_WORKERS.value)
+_C = config_lib.ConvertConfig()
+
+
+def define_flags(fv=flags.FLAGS):
+    """Defines every flag on `fv`; defaults come from sagan_tf/config.py."""
+    flags.DEFINE_string(
+        "input_dir", _C.input_dir,
+        "Folder with one sub-folder per class (e.g. ILSVRC2012/train with one"
+        " folder per WordNet ID). Labels are the indices of the sorted folder"
+        " names.",
+        flag_values=fv)
+    flags.DEFINE_string(
+        "output_dir", _C.output_dir,
+        "Where the .tfrecords shards, labels.txt and conversion.json go; this"
+        " is the --data_dir of training and evaluation.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "image_size", _C.image_size,
+        "Side in pixels of the stored square images; training's --image_size"
+        " must match.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "num_shards", _C.num_shards,
+        "Number of output files; more shards allow more parallel reading and"
+        " finer-grained resuming.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "num_workers", _C.num_workers,
+        "Processes that decode and resize images in parallel (1 = no worker"
+        " processes; 0 = one per CPU core).",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "seed", _C.seed,
+        "Seed of the shuffle that assigns images to shards; the same seed"
+        " gives the same shards, which resuming relies on.",
+        flag_values=fv)
+    cli.define_debug_flag(fv)
+    flags.mark_flag_as_required("input_dir", flag_values=fv)
+
+
+def _convert(fv):
+    c = config_lib.from_flags(config_lib.ConvertConfig, fv)
+    if c.num_workers < 0:
+        raise ValueError(f"--num_workers={c.num_workers}: must be >= 0 "
+                         "(0 = one per CPU core)")
+    # Before TensorFlow does any work: a wrong path fails in a moment.
+    paths.check_folder(c.output_dir, "--output_dir")
+    summary = converter.convert(
+        c.input_dir, c.output_dir,
+        image_size=c.image_size, num_shards=c.num_shards,
+        seed=c.seed, num_workers=c.num_workers or os.cpu_count() or 1)
     return 0 if summary.images_written or summary.shards_resumed else 1
 
 
-def main(argv):
+def main(argv, flag_values=flags.FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    return cli.run(_convert, "convert_imagenet.py",
-                   debug=flags.FLAGS.debug)
+    return cli.run(lambda: _convert(flag_values),
+                   cli.program_name(argv, PROGRAM), debug=flag_values.debug)
+
+
+def run():
+    """The console entry point."""
+    cli.run_command(define_flags, main, __name__)
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("input_dir")
-    app.run(main)
+    run()

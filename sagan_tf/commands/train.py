@@ -1,7 +1,10 @@
-"""Trains the Self-Attention GAN on ImageNet (released `train_imagenet.py`).
+"""`sagan-train` / `train_imagenet.py`: trains the Self-Attention GAN
+(the released `train_imagenet.py`).
 
-    CUDA_VISIBLE_DEVICES=0,1,2,3 python train_imagenet.py \\
+    CUDA_VISIBLE_DEVICES=0,1,2,3 sagan-train \\
         --generator_type test --discriminator_type test --data_dir ./data
+
+(`python train_imagenet.py` with the same flags, from a clone.)
 
 Uses every visible GPU (MirroredStrategy; `--batch_size` is per replica),
 or all machines of a TF_CONFIG cluster (MultiWorkerMirroredStrategy, one
@@ -20,7 +23,7 @@ from absl import app, flags
 from sagan_tf import cli
 from sagan_tf import config as config_lib
 
-PROGRAM = "train_imagenet.py"
+PROGRAM = "sagan-train"
 
 _M = config_lib.ModelConfig()
 _D = config_lib.DataConfig()
@@ -223,19 +226,23 @@ def report_attention(f, model_config):
 def _train(f):
     config = train_config_from_flags(f)
     report_attention(f, config.model)
-    cli.quiet_tensorflow_startup()
-    # Imported here: TensorFlow loads with its start-up log filtered.
-    from sagan_tf import train
+    # Imported here: the flags are checked before the heavier modules load.
+    from sagan_tf.training import loop
 
-    train.run(config)
+    loop.run(config)
 
 
 def main(argv, flag_values=FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    cli.run(lambda: _train(flag_values), PROGRAM, debug=flag_values.debug)
+    cli.run(lambda: _train(flag_values), cli.program_name(argv, PROGRAM),
+            debug=flag_values.debug)
+
+
+def run():
+    """The console entry point."""
+    cli.run_command(define_flags, main, __name__)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run()
