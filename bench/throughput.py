@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from sagan_tf import config, layers  # noqa: E402
-from sagan_tf import trainer as trainer_lib  # noqa: E402
+from sagan_tf.training import updates  # noqa: E402
 
 _M = config.ModelConfig()
 _IMAGE_SIZE = flags.DEFINE_integer(
@@ -67,7 +67,7 @@ _ATTENTION = flags.DEFINE_integer(
 _XLA = flags.DEFINE_bool(
     "xla", False, "Compile each update with XLA (the trainer's --xla).")
 _MIXED = flags.DEFINE_enum(
-    "mixed_precision", "none", sorted(trainer_lib.POLICIES),
+    "mixed_precision", "none", sorted(updates.POLICIES),
     "Compute precision (the trainer's --mixed_precision).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Global steps timed.")
 _WARMUP = flags.DEFINE_integer(
@@ -277,13 +277,13 @@ def main(argv):
     train_config = config.TrainConfig(
         model=model_config, batch_size=batch, xla=_XLA.value,
         mixed_precision=_MIXED.value, seed=0)
-    trainer_lib.validate_config(train_config)
+    updates.validate_config(train_config)
     keras.mixed_precision.set_global_policy(
-        trainer_lib.POLICIES[_MIXED.value])
+        updates.POLICIES[_MIXED.value])
     command = "python bench/throughput.py " + " ".join(sys.argv[1:])
     print(f"Configuration: {command}", flush=True)
 
-    trainer = trainer_lib.GANTrainer(train_config, tf.distribute.get_strategy())
+    trainer = updates.GANTrainer(train_config, tf.distribute.get_strategy())
     size, z_dim = model_config.image_size, model_config.z_dim
     analytic = flop_count.analytic_forward_flops(
         trainer.generator, trainer.discriminator)
@@ -321,7 +321,7 @@ def main(argv):
           flush=True)
     two_pass_step = None
     if _VS_TWO_PASS.value:
-        other = trainer_lib.GANTrainer(
+        other = updates.GANTrainer(
             dataclasses.replace(train_config, d_two_pass=True),
             tf.distribute.get_strategy())
 

@@ -32,13 +32,15 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+# Imports TensorFlow with its start-up lines filtered; the commands this
+# runs as subprocesses inherit the log level and filter the same lines.
+from sagan_tf import cli  # noqa: E402
 
 NUM_CLASSES = 10
 # The digits' pixel values run from 0 to 16.
@@ -219,7 +221,7 @@ def class_accuracy(classifier_dir, samples_path, image_size):
     """
     import numpy as np
 
-    from sagan_tf import inception
+    from sagan_tf.evaluation import inception
 
     classifier = inception.load_classifier(classifier_dir, image_size)
     with np.load(samples_path) as npz:
@@ -341,7 +343,7 @@ def main(argv):
     _stage("3/6 Training the stand-in classifier (Inception's place)")
 
     def classifier_stage():
-        from sagan_tf import inception
+        from sagan_tf.evaluation import inception
 
         images, labels = read_shards(data_dir, size)
         classifier, accuracy = train_classifier(
@@ -435,4 +437,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cli.quiet_tensorflow_startup()
     app.run(main)

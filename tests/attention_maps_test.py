@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import attention_maps, models
+from sagan_tf import models
+from sagan_tf.evaluation import attention_maps
 
 SIZE, CLASSES = 32, 4
 PANEL = 128  # 32 x 4

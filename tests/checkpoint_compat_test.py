@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import config as config_lib
-from sagan_tf import trainer
+from sagan_tf.training import updates
 
 CHECKPOINT = os.path.join(
     os.path.dirname(os.path.abspath(__file__)),
@@ -29,7 +29,7 @@ def _trainer():
     config = config_lib.TrainConfig(
         model=model, batch_size=4, ema_decay=0.9, seed=3
     )
-    return trainer.GANTrainer(config, tf.distribute.get_strategy())
+    return updates.GANTrainer(config, tf.distribute.get_strategy())
 
 
 def test_v0_1_checkpoint_restores_every_value_and_trains_on():

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from train_recovery_test import md5s, run_main
 
-from sagan_tf import inception
+from sagan_tf.evaluation import inception
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = fx.tiny_model_config()
@@ -29,20 +29,21 @@ ENV = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
 ENV.pop("TF_CPP_MIN_LOG_LEVEL", None)
 
 
-# Runs eval_imagenet.py's main once per argv list, in one process (its
-# flags are global, and would clash with other commands' in this one).
+# Runs eval_imagenet.py's main once per argv list, in one process started
+# as a user's would be (its start-up filter owns file descriptor 2).
 _DRIVER = r"""
 import contextlib, io, json, sys
 from absl import flags
-import eval_imagenet
+from sagan_tf.commands import evaluate
 results = {}
 for name, argv in json.loads(sys.argv[1]).items():
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["eval_imagenet.py", *argv])
+    fv = flags.FlagValues()
+    evaluate.define_flags(fv)
+    fv(["eval_imagenet.py", *argv])
     out, code = io.StringIO(), 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
-            eval_imagenet.main(["eval_imagenet.py"])
+            evaluate.main(["eval_imagenet.py"], fv)
         except SystemExit as stop:
             code = stop.code
     results[name] = [code, out.getvalue()]

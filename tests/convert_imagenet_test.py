@@ -12,8 +12,9 @@ import tensorflow as tf
 from image_fixtures import patterned
 from PIL import Image
 
-from sagan_tf import data, imagenet_folder, preprocessing
+from sagan_tf import data
 from sagan_tf.config import DataConfig
+from sagan_tf.data import converter, preprocessing
 
 S = 8
 RED, BLUE, GREEN = (220, 20, 30), (20, 40, 230), (30, 200, 60)
@@ -77,7 +78,7 @@ def converted(tmp_path_factory):
     expected = _make_tree(root / "train")
     out = root / "out"
     stream = io.StringIO()
-    summary = imagenet_folder.convert(
+    summary = converter.convert(
         str(root / "train"), str(out), image_size=S, num_shards=3, seed=5,
         stream=stream)
     return root, expected, out, summary, stream.getvalue()
@@ -148,7 +149,7 @@ def test_resume_deterministic_and_settings_check(converted, tmp_path):
     victim.unlink()
     (out / "incomplete-train-00001-of-00003.tfrecords.part").write_bytes(
         b"half")
-    summary = imagenet_folder.convert(
+    summary = converter.convert(
         str(root / "train"), str(out), image_size=S, num_shards=3, seed=5,
         stream=io.StringIO())
     assert summary.shards_resumed == 2 and summary.shards_written == 1
@@ -156,11 +157,11 @@ def test_resume_deterministic_and_settings_check(converted, tmp_path):
     assert after == before  # same seed: the same shard again
     assert not list(out.glob("incomplete-*"))
     with pytest.raises(ValueError, match="seed"):
-        imagenet_folder.convert(
+        converter.convert(
             str(root / "train"), str(out), image_size=S, num_shards=3,
             seed=6, stream=io.StringIO())
     other = tmp_path / "other_seed"
-    imagenet_folder.convert(
+    converter.convert(
         str(root / "train"), str(other), image_size=S, num_shards=3, seed=6,
         stream=io.StringIO())
     assert {p.name: p.read_bytes() for p in other.glob("*.tfrecords")} != (
@@ -183,10 +184,10 @@ def test_command_line_with_workers_matches(converted, tmp_path):
 
 def test_bad_input_dir(tmp_path):
     with pytest.raises(ValueError, match="not a folder"):
-        imagenet_folder.convert(str(tmp_path / "no"), str(tmp_path / "o"),
+        converter.convert(str(tmp_path / "no"), str(tmp_path / "o"),
                                 image_size=S, num_shards=1)
     with pytest.raises(ValueError, match="no class folders"):
-        imagenet_folder.convert(str(tmp_path), str(tmp_path / "o"),
+        converter.convert(str(tmp_path), str(tmp_path / "o"),
                                 image_size=S, num_shards=1)
 
 

@@ -10,8 +10,9 @@ import tensorflow as tf
 from image_fixtures import patterned
 from PIL import Image
 
-from sagan_tf import data, preprocessing, tfrecord_check
+from sagan_tf import data
 from sagan_tf.config import DataConfig
+from sagan_tf.data import preprocessing, tfrecord_check
 
 S = 8  # image side used throughout
 RED, BLUE = (200, 30, 40), (10, 60, 220)

@@ -9,7 +9,7 @@ import eval_fixtures as fx
 import numpy as np
 import pytest
 
-from sagan_tf import inception
+from sagan_tf.evaluation import inception
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = fx.tiny_model_config()

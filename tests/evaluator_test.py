@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf import config as config_lib
-from sagan_tf import evaluation, inception
+from sagan_tf import evaluation
+from sagan_tf.evaluation import inception
 
 MODEL = fx.tiny_model_config()
 

@@ -9,7 +9,8 @@ import eval_fixtures as fx
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import export, models
+from sagan_tf import models
+from sagan_tf.evaluation import export
 
 MODEL = fx.tiny_model_config()
 

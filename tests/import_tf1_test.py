@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import checkpointing, import_tf1, trainer
 from sagan_tf import config as config_lib
+from sagan_tf import import_tf1
+from sagan_tf.training import checkpoints, updates
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TSV = os.path.join(ROOT, "tests", "testdata", "original_variables.tsv")
@@ -57,9 +58,9 @@ def _random_values(shapes, seed=0):
 
 
 def _restored_trainer(train_config):
-    run = trainer.GANTrainer(train_config, tf.distribute.get_strategy())
-    keeper = checkpointing.CheckpointKeeper(
-        checkpointing.run_dir(train_config), run.step,
+    run = updates.GANTrainer(train_config, tf.distribute.get_strategy())
+    keeper = checkpoints.CheckpointKeeper(
+        checkpoints.run_dir(train_config), run.step,
         run.checkpoint_objects(), max_to_keep=1)
     assert keeper.restore_latest() is not None
     return run
@@ -74,7 +75,7 @@ def test_released_checkpoint_every_value_arrives(tmp_path):
                                    values)
 
     config = config_lib.TrainConfig(checkpoint_dir=str(tmp_path / "out"))
-    out_dir = checkpointing.run_dir(config)
+    out_dir = checkpoints.run_dir(config)
     import_tf1.import_checkpoint(prefix, out_dir, config, log=lambda *a: 0)
     run = _restored_trainer(config)
 
@@ -118,7 +119,7 @@ def test_released_checkpoint_every_value_arrives(tmp_path):
 
 
 def _tiny_tf1_values(config, with_adam=True):
-    run = trainer.GANTrainer(config, tf.distribute.get_strategy())
+    run = updates.GANTrainer(config, tf.distribute.get_strategy())
     shapes = {}
     for v in run.generator.variables + run.discriminator.variables:
         name = import_tf1.tf1_name(v.path)
@@ -139,7 +140,7 @@ def test_cli_imports_adam_moments(tmp_path):
     values = _tiny_tf1_values(config)
     _write_tf1_checkpoint(str(tmp_path / "tf1" / "model.ckpt-7"),
                           values)
-    out_dir = checkpointing.run_dir(config)
+    out_dir = checkpoints.run_dir(config)
     cmd = [
         sys.executable, "-m", "sagan_tf.import_tf1",
         f"--tf1_checkpoint={tmp_path / 'tf1'}", f"--output_dir={out_dir}",
@@ -179,12 +180,12 @@ def test_mismatches_are_all_listed(tmp_path):
                                    values)
     with pytest.raises(import_tf1.CheckpointMismatchError) as e:
         import_tf1.import_checkpoint(
-            prefix, checkpointing.run_dir(config), config, log=lambda *a: 0)
+            prefix, checkpoints.run_dir(config), config, log=lambda *a: 0)
     message = str(e.value)
     assert "missing: model/g_block2/cbn_1/mean" in message
     assert "wrong shape: model/d_block2/sn_conv1/w" in message
     assert "unmapped: model/d_extra/w" in message
-    assert tf.train.latest_checkpoint(checkpointing.run_dir(config)) is None
+    assert tf.train.latest_checkpoint(checkpoints.run_dir(config)) is None
 
 
 def test_missing_checkpoint_names_the_path(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import inception
+from sagan_tf.evaluation import inception
 
 
 def _numpy_tf1_bilinear(images, size):

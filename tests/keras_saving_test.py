@@ -16,7 +16,8 @@ import keras
 import numpy as np
 import pytest
 
-from sagan_tf import blocks, layers, models
+from sagan_tf import layers, models
+from sagan_tf.models import blocks
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)

@@ -1,4 +1,4 @@
-"""Tests of the update steps (sagan_tf/trainer.py) and loop helpers.
+"""Tests of the update steps (sagan_tf/training/updates.py) and loop helpers.
 
 The expensive part is tracing G and D; both replica-layout trainers are
 built once per module and driven with explicit, deterministic inputs.
@@ -11,8 +11,8 @@ import pytest
 import replica_inputs
 import tensorflow as tf
 
-from sagan_tf import checkpointing, summaries, trainer
 from sagan_tf import config as config_lib
+from sagan_tf.training import checkpoints, summaries, updates
 
 GLOBAL_BATCH = 4
 Z_DIM = 16
@@ -113,10 +113,10 @@ def _power_step(u, w):
 def stepped(two_cpu_strategy):
     """Both layouts after one step from the same weights and inputs."""
     inputs = _inputs()
-    one = trainer.GANTrainer(
+    one = updates.GANTrainer(
         _config(GLOBAL_BATCH), tf.distribute.get_strategy()
     )
-    two = trainer.GANTrainer(
+    two = updates.GANTrainer(
         _config(GLOBAL_BATCH // 2),
         two_cpu_strategy,
     )
@@ -197,7 +197,7 @@ def test_logged_d_losses_are_the_released_means():
     The reference applies the released formulas with numpy to D's logits
     from the same weights, computed before the update writes anything.
     """
-    t = trainer.GANTrainer(
+    t = updates.GANTrainer(
         _config(GLOBAL_BATCH), tf.distribute.get_strategy()
     )
     inputs = _inputs()
@@ -271,14 +271,14 @@ def test_checkpoint_refuses_non_finite_weights(tmp_path):
     weight = tf.Variable([1.0, 2.0])
     model = tf.Module()
     model.w = weight
-    keeper = checkpointing.CheckpointKeeper(
+    keeper = checkpoints.CheckpointKeeper(
         str(tmp_path), step, {"generator": model}, max_to_keep=2
     )
     # tf.Module exposes `variables`, like Keras models and optimizers.
     assert keeper.save().endswith("ckpt-3")
     weight.assign([1.0, np.nan])
     step.assign(4)
-    with pytest.raises(checkpointing.NonFiniteError, match="global step 4"):
+    with pytest.raises(checkpoints.NonFiniteError, match="global step 4"):
         keeper.save()
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-3")
 
@@ -299,7 +299,7 @@ def test_checkpoint_refuses_non_finite_weights(tmp_path):
 def test_validate_config_names_the_flag(field, value):
     config = dataclasses.replace(config_lib.TrainConfig(), **{field: value})
     with pytest.raises(ValueError, match=f"--{field}="):
-        trainer.validate_config(config)
+        updates.validate_config(config)
 
 
 def test_image_grid_layout():
@@ -315,16 +315,16 @@ def test_image_grid_layout():
 
 def test_resume_with_another_architecture_names_the_flags(tmp_path):
     saved = _config(GLOBAL_BATCH)
-    checkpointing.write_config(str(tmp_path), saved)
+    checkpoints.write_config(str(tmp_path), saved)
     other = dataclasses.replace(saved.model, gf_dim=16, number_classes=9)
     # A config.json with no checkpoint beside it (a failed first start)
     # binds nothing.
-    checkpointing.check_model_config(other, str(tmp_path))
+    checkpoints.check_model_config(other, str(tmp_path))
     (tmp_path / "ckpt-1.index").write_bytes(b"")
     with pytest.raises(ValueError) as e:
-        checkpointing.check_model_config(other, str(tmp_path))
+        checkpoints.check_model_config(other, str(tmp_path))
     assert "--gf_dim=16 (the run used 8)" in str(e.value)
     assert "--number_classes=9 (the run used 4)" in str(e.value)
     # Settings that do not change any shape are not compared.
     same_shapes = dataclasses.replace(saved.model, sync_batch_norm=False)
-    checkpointing.check_model_config(same_shapes, str(tmp_path))
+    checkpoints.check_model_config(same_shapes, str(tmp_path))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import losses
+from sagan_tf.training import losses
 
 _REAL = np.array([-2.0, -0.5, 0.0, 0.7, 3.0], np.float32)
 _FAKE = np.array([1.5, -3.0, 0.2, -0.9, 0.0], np.float32)

@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 import scipy.special
 
-from sagan_tf import metrics
+from sagan_tf.evaluation import metrics
 
 
 def _np_inception_score(logits):

@@ -22,12 +22,7 @@ def _released_variable_table():
     """name -> shape of the released variables (original_variables.tsv)."""
     import pathlib
 
-    path = (
-        pathlib.Path(__file__).resolve().parents[2]
-        / "shared/reference/original_variables.tsv"
-    )
-    if not path.exists():
-        return None
+    path = pathlib.Path(__file__).parent / "testdata/original_variables.tsv"
     table = {}
     for line in path.read_text().splitlines():
         if line.startswith("#") or not line.strip():
@@ -52,8 +47,7 @@ def test_released_parameter_counts():
     assert len(discriminator.non_trainable_variables) == 23
     # Every released variable's size appears under the released scope.
     table = _released_variable_table()
-    if table is None:
-        return
+    assert len(table) > 100
     ours = {}
     for model in (generator, discriminator):
         for v in model.variables:

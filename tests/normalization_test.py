@@ -9,7 +9,7 @@ in float64.
 import numpy as np
 import pytest
 
-from sagan_tf import normalization
+from sagan_tf.layers import normalization
 
 
 def _reference(x, gamma, beta, epsilon):

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf import config as config_lib
-from sagan_tf import models, sampling
+from sagan_tf import models
+from sagan_tf.evaluation import attention_maps, sampling
 
 MODEL = fx.tiny_model_config()
 
@@ -28,13 +29,14 @@ def test_attention_maps_follow_the_query_location():
     beta = np.full((1, res * res, (res // 2) ** 2), 1e-3, np.float32)
     # Query at attention location (row 2, col 5) attends to key (3, 1).
     beta[0, 2 * res + 5, 3 * (res // 2) + 1] = 1.0
-    maps = sampling.attention_maps(beta, [(2 * 4 + 1, 5 * 4 + 3)], size, res)
+    maps = attention_maps.attention_maps(
+        beta, [(2 * 4 + 1, 5 * 4 + 3)], size, res)
     assert maps.shape == (1, 1, size, size)
     # Key (3, 1) of the 4x4 key grid covers pixels [24:32, 8:16].
     assert (maps[0, 0, 24:32, 8:16] == 1.0).all()
     assert maps[0, 0].sum() == pytest.approx(64 + (size * size - 64) * 1e-3)
     with pytest.raises(ValueError, match="attention_queries"):
-        sampling.attention_maps(beta, [(40, 0)], size, res)
+        attention_maps.attention_maps(beta, [(40, 0)], size, res)
 
 
 def _read_png(path):

@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf import config as config_lib
-from sagan_tf import evaluation, inception, layers, models, standing_stats
+from sagan_tf import evaluation, layers, models
+from sagan_tf.evaluation import inception, standing_stats
 
 MODEL = fx.tiny_model_config()
 

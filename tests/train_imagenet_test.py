@@ -19,12 +19,10 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from sagan_tf import config as config_lib
+from sagan_tf.commands import train as train_command
 
-import train_imagenet  # noqa: E402
-from sagan_tf import config as config_lib  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SIZE, CLASSES, BATCH = 32, 4, 4
 TIMEOUT = 420
@@ -275,7 +273,7 @@ def test_two_workers_under_tf_config_complete_two_steps(records, tmp_path):
 
 def _parse(*argv):
     fv = flags.FlagValues()
-    train_imagenet.define_flags(fv)
+    train_command.define_flags(fv)
     fv(["train_imagenet.py", *argv])
     return fv
 
@@ -295,13 +293,13 @@ def test_flag_defaults_are_the_released_ones_and_come_from_config():
         assert fv[name].value == value, name
         assert fv[name].help, name
     assert "data_dir" in fv
-    assert train_imagenet.train_config_from_flags(fv) == (
+    assert train_command.train_config_from_flags(fv) == (
         config_lib.TrainConfig()
     )
 
 
 def test_flags_map_onto_config_objects():
-    config = train_imagenet.train_config_from_flags(_parse(
+    config = train_command.train_config_from_flags(_parse(
         "--batch_size=8", "--sync_batch_norm", "--attention_resolution=64",
         "--label_offset=-1", "--data_format=jpeg", "--seed=5",
         "--mixed_precision=bf16", "--xla", "--num_cpu_devices=2",

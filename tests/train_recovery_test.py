@@ -24,12 +24,14 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from sagan_tf.commands import train as train_command
+from sagan_tf.training import (
+    checkpoint_files,
+    checkpoints,
+    updates,
+)
 
-import train_imagenet  # noqa: E402
-from sagan_tf import checkpoint_files, checkpointing, trainer  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SIZE, CLASSES, BATCH = 32, 4, 4
 TINY = [
@@ -42,7 +44,7 @@ TINY = [
 
 def _parse(*args):
     fv = flags.FlagValues()
-    train_imagenet.define_flags(fv)
+    train_command.define_flags(fv)
     fv(["train_imagenet.py", *args])
     return fv
 
@@ -52,7 +54,7 @@ def run_main(capsys, *args):
     fv = _parse(*args)
     code = 0
     try:
-        train_imagenet.main(["train_imagenet.py"], fv)
+        train_command.main(["train_imagenet.py"], fv)
     except SystemExit as stop:
         code = stop.code
     captured = capsys.readouterr()
@@ -89,18 +91,18 @@ def base_run(records, tmp_path_factory):
     """A run directory with ckpt-2 and ckpt-4 of the full training state,
     saved without training (no tracing)."""
     checkpoint_dir = str(tmp_path_factory.mktemp("base") / "ck")
-    config = train_imagenet.train_config_from_flags(_parse(
+    config = train_command.train_config_from_flags(_parse(
         f"--data_dir={records}", f"--checkpoint_dir={checkpoint_dir}", *TINY
     ))
-    run_dir = checkpointing.run_dir(config)
-    gan = trainer.GANTrainer(config, tf.distribute.get_strategy())
-    keeper = checkpointing.CheckpointKeeper(
+    run_dir = checkpoints.run_dir(config)
+    gan = updates.GANTrainer(config, tf.distribute.get_strategy())
+    keeper = checkpoints.CheckpointKeeper(
         run_dir, gan.step, gan.checkpoint_objects(), max_to_keep=5
     )
     for step in (2, 4):
         gan.step.assign(step)
         keeper.save()
-    checkpointing.write_config(run_dir, config)
+    checkpoints.write_config(run_dir, config)
     return checkpoint_dir
 
 
@@ -145,7 +147,7 @@ def newest_deleted_then_disk_full(records, base_run, tmp_path_factory):
     out, code = io.StringIO(), 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            train_imagenet.main(["train_imagenet.py"], fv)
+            train_command.main(["train_imagenet.py"], fv)
     except SystemExit as stop:
         code = stop.code
     finally:
@@ -261,7 +263,7 @@ def test_second_trainer_exits_naming_the_holder(
     before = md5s(run_dir)
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from sagan_tf.run_lock import RunLock; "
+         "import sys, time; from sagan_tf.training.run_lock import RunLock; "
          "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); "
          "time.sleep(120)", run_dir],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,

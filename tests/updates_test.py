@@ -1,4 +1,4 @@
-"""One G and one D update against independent references (trainer.py).
+"""One G and one D update against independent references (training/updates.py).
 
 - D's update: both of D's passes normalize with sigma from the stored u and
   u is written once, as in the released graph; its gradients equal those of
@@ -17,7 +17,7 @@ import replica_inputs
 import tensorflow as tf
 
 from sagan_tf import config as config_lib
-from sagan_tf import trainer
+from sagan_tf.training import updates
 
 BATCH = 4
 Z_DIM = 16
@@ -54,7 +54,7 @@ def _path(variable):
 
 @pytest.mark.parametrize("two_pass", [False, True], ids=["concat", "two_pass"])
 def test_d_update_uses_stored_u_on_both_passes_and_writes_it_once(two_pass):
-    t = trainer.GANTrainer(
+    t = updates.GANTrainer(
         _config(BATCH, d_two_pass=two_pass), tf.distribute.get_strategy()
     )
     d = t.discriminator
@@ -135,7 +135,7 @@ def _dense_sum(grad):
 def _update_seeing_grads(t, update, args, monkeypatch):
     """Runs one real update; returns the gradients it handed to Adam.
 
-    `trainer.apply_gradients` is wrapped to keep each replica's raw
+    `updates.apply_gradients` is wrapped to keep each replica's raw
     gradients (IndexedSlices for gathered tables), which the update then
     returns from the same trace.
 
@@ -145,7 +145,7 @@ def _update_seeing_grads(t, update, args, monkeypatch):
         squares slices before summing them would use).
     """
     seen = {}
-    apply = trainer.apply_gradients
+    apply = updates.apply_gradients
 
     def spy(optimizer, grads, variables):
         seen[threading.get_ident()] = list(grads)
@@ -155,10 +155,10 @@ def _update_seeing_grads(t, update, args, monkeypatch):
         update(*inputs)
         return seen[threading.get_ident()]
 
-    monkeypatch.setattr(trainer, "apply_gradients", spy)
+    monkeypatch.setattr(updates, "apply_gradients", spy)
     s = t.strategy
     grads = _run(s, replica_fn, args)
-    monkeypatch.setattr(trainer, "apply_gradients", apply)
+    monkeypatch.setattr(updates, "apply_gradients", apply)
     dense, squares = [], []
     for grad in grads:
         parts = s.experimental_local_results(grad)
@@ -222,7 +222,7 @@ def test_adam_sees_duplicate_summed_table_gradients(
     else:
         strategy = two_cpu_strategy
     global_batch = 2 * BATCH
-    t = trainer.GANTrainer(_config(global_batch // replicas), strategy)
+    t = updates.GANTrainer(_config(global_batch // replicas), strategy)
     x = {
         k: replica_inputs.split(strategy, v)
         for k, v in _inputs(global_batch).items()
