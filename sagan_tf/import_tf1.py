@@ -265,6 +265,6 @@ def import_checkpoint(tf1_checkpoint, output_dir, train_config, log=print):
 
 if __name__ == "__main__":
     # `python -m sagan_tf.import_tf1` is the command `sagan-import-tf1`.
-    from sagan_tf.commands import import_tf1 as _command
+    from sagan_tf.commands import import_tf1
 
-    _command.run()
+    import_tf1.run()
