@@ -16,7 +16,7 @@ the same command resumes: finished shards are kept. Errors end with status
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from sagan_tf import cli, paths
 from sagan_tf import config as config_lib
@@ -79,11 +79,7 @@ def _convert(fv):
     return 0 if summary.images_written or summary.shards_resumed else 1
 
 
-def main(argv, flag_values=flags.FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    return cli.run(lambda: _convert(flag_values),
-                   cli.program_name(argv, PROGRAM), debug=flag_values.debug)
+main = cli.command_main(_convert, PROGRAM)
 
 
 def run():

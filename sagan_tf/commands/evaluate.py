@@ -26,7 +26,7 @@ Python traceback instead. No lock is taken: evaluation only reads the run.
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from sagan_tf import cli
 from sagan_tf import config as config_lib
@@ -390,11 +390,7 @@ def _main(fv):
         export.export_generator(restorer.generator, export_dir)
 
 
-def main(argv, flag_values=FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    cli.run(lambda: _main(flag_values), cli.program_name(argv, PROGRAM),
-            debug=flag_values.debug)
+main = cli.command_main(_main, PROGRAM)
 
 
 def run():

@@ -18,7 +18,7 @@ file or value at fault; --debug shows the Python traceback instead.
 Flag defaults live in sagan_tf/config.py.
 """
 
-from absl import app, flags
+from absl import flags
 
 from sagan_tf import cli
 from sagan_tf import config as config_lib
@@ -232,11 +232,7 @@ def _train(f):
     loop.run(config)
 
 
-def main(argv, flag_values=FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    cli.run(lambda: _train(flag_values), cli.program_name(argv, PROGRAM),
-            debug=flag_values.debug)
+main = cli.command_main(_train, PROGRAM)
 
 
 def run():
