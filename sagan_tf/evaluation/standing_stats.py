@@ -116,7 +116,9 @@ def apply_standing_stats(generator, num_batches, batch_size, seed=None):
     def batches():
         for _ in range(num_batches):
             z = rng.standard_normal((batch_size, generator.z_dim))
-            labels = rng.integers(0, generator.num_classes, batch_size)
+            # Unconditional G (0 classes) ignores them: all zeros.
+            labels = rng.integers(0, max(generator.num_classes, 1),
+                                  batch_size)
             yield z.astype(np.float32), labels.astype(np.int32)
 
     return recompute_moving_statistics(generator, batches())
