@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import eval_fixtures as fx
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -183,6 +184,45 @@ def test_unconditional_models_shapes_and_hand_counts():
     np.testing.assert_array_equal(
         logits.numpy(),
         d(images, tf.constant([1, 2, 3]), update_sn=False).numpy())
+
+
+def test_unconditional_mixed_bfloat16_forward():
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        g, d = models.build_models(MODEL)
+        images = g(tf.random.normal([2, Z]), training=True)
+        logits = d(images, training=True)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert images.dtype == tf.float32 and logits.dtype == tf.float32
+    assert np.all(np.isfinite(logits.numpy()))
+    bn = g.blocks[0].bn_0
+    assert bn.gamma.dtype == "float32" and bn.compute_dtype == "bfloat16"
+
+
+def test_demo_mode_coverage_counts_the_classifier_votes(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "demo"))
+    try:
+        import unconditional as demo_unconditional
+    finally:
+        sys.path.pop(0)
+    classifier = fx.StandinClassifier()
+    module = str(tmp_path / "classifier")
+    inception.save_classifier_as_savedmodel(classifier, module)
+    rng = np.random.default_rng(0)
+    # One image 290 times and 10 others: one digit dominates, a few get
+    # a vote or two (under the 1% threshold), so `found` is a subset.
+    images = rng.integers(0, 256, (300, 8, 8, 3), np.uint8)
+    images[10:] = images[10]
+    np.savez(tmp_path / "samples.npz", images=images,
+             labels=np.zeros(300, np.int32))
+    shares, found = demo_unconditional.mode_coverage(
+        module, str(tmp_path / "samples.npz"), 8)
+    _, logits = classifier(tf.constant(images / 127.5 - 1.0, tf.float32))
+    votes = np.bincount(np.argmax(logits.numpy(), 1), minlength=12) / 300
+    assert shares == pytest.approx(dict(enumerate(votes[:10])))
+    assert found == [c for c in range(10) if votes[c] >= 0.01]
+    assert 0 < len(found) < 10  # the threshold matters here
 
 
 def test_number_classes_validation_names_the_flag():
