@@ -27,7 +27,13 @@ from sagan_tf import layers, models
 from sagan_tf.commands import convert as convert_command
 from sagan_tf.data import converter, pipeline
 from sagan_tf.evaluation import evaluator as evaluator_lib
-from sagan_tf.evaluation import export, inception, restore, sampling
+from sagan_tf.evaluation import (
+    export,
+    inception,
+    restore,
+    sampling,
+    standing_stats,
+)
 from sagan_tf.models import checks
 from sagan_tf.training import checkpoints, updates
 
@@ -225,6 +231,29 @@ def test_demo_mode_coverage_counts_the_classifier_votes(tmp_path):
     assert 0 < len(found) < 10  # the threshold matters here
 
 
+def test_standing_stats_reach_the_plain_block_norms():
+    # One batch of standing statistics makes G in inference mode draw what
+    # G in training mode draws from it: every block's bn_0 / bn_1 must be
+    # among the recomputed layers (a stale one leaves a large gap).
+    tf.keras.utils.set_random_seed(5)
+    g = models.build_generator(MODEL)
+    z = np.random.default_rng(4).standard_normal((64, Z)).astype(np.float32)
+    zeros = np.zeros(64, np.int32)
+    saved = [(v, v.numpy()) for v in g.variables]
+    expected = g(z, zeros, training=True).numpy()
+    for v, value in saved:
+        v.assign(value)
+    stale = g(z, training=False, update_sn=False).numpy()
+    assert np.abs(stale - expected).max() > 0.1
+    layers_found = standing_stats.batch_norm_layers(g)
+    assert len(layers_found) == 2 * len(g.blocks) + 1
+    standing_stats.recompute_moving_statistics(g, [(z, zeros)])
+    # Plain BN feeds its average the n / (n - 1) variance (n >= 64 * 4 * 4
+    # here), the only gap left.
+    np.testing.assert_allclose(
+        g(z, training=False, update_sn=False).numpy(), expected, atol=1e-2)
+
+
 def test_number_classes_validation_names_the_flag():
     with pytest.raises(ValueError, match="--number_classes=-1: must be >= 0"):
         checks.check_model_config(
@@ -399,6 +428,7 @@ def test_eval_sample_and_export(run, tmp_path, capsys):
         intra_fid_classes=(0, 1), samples_per_class=3,
         sample_classes=(0, 1), num_npz_samples=5, interpolation_steps=4,
         sample_dir=str(tmp_path / "sample"), seed=1,
+        standing_stats_batches=2, standing_stats_batch_size=8,
     )
     evaluator = evaluator_lib.Evaluator(config)
     (path,) = evaluator.checkpoints()

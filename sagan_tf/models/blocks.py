@@ -98,6 +98,11 @@ class GeneratorBlock(keras.layers.Layer):
         prefix = "cbn" if self.num_classes else "bn"
         return getattr(self, f"{prefix}_{index}")
 
+    @property
+    def batch_norms(self):
+        """(cbn_0, cbn_1), or (bn_0, bn_1) when unconditional."""
+        return self._norm(0), self._norm(1)
+
     def _normalize(self, index, x, labels, training):
         if self.num_classes:
             return self._norm(index)(x, labels, training=training)
