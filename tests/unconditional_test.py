@@ -18,6 +18,7 @@ import eval_fixtures as fx
 import keras
 import numpy as np
 import pytest
+import replica_inputs
 import tensorflow as tf
 from absl import flags
 from PIL import Image
@@ -254,6 +255,37 @@ def test_standing_stats_reach_the_plain_block_norms():
         g(z, training=False, update_sn=False).numpy(), expected, atol=1e-2)
 
 
+def test_two_replicas_share_the_synchronized_block_norms(two_cpu_strategy):
+    # --sync_batch_norm: each replica's bn_0 normalizes with the moments of
+    # the global batch, so with momentum 0 its moving variance is the
+    # (Bessel-corrected) variance over both replicas' inputs, computed here
+    # with numpy; per-replica moments would average two smaller variances.
+    strategy = two_cpu_strategy
+    with strategy.scope():
+        g = models.build_generator(
+            dataclasses.replace(MODEL, sync_batch_norm=True))
+    bn = g.blocks[0].bn_0
+    bn.momentum = 0.0
+    z = np.random.default_rng(0).standard_normal((4, Z)).astype(np.float32)
+
+    @tf.function
+    def step(z):
+        return strategy.run(lambda z: g(z, training=True), args=(z,))
+
+    # G's first layer as the step will compute it (sigma from the stored u).
+    h = g.g_snh0(z, update_sn=False).numpy().reshape(4, 4, 4, 4 * WIDTH)
+    images = step(replica_inputs.split(strategy, z))
+    assert strategy.experimental_local_results(images)[1].shape == (
+        2, SIZE, SIZE, 3)
+    h = h.astype(np.float64)
+    n = h.size // h.shape[-1]  # 4 x 4 x 4 values per channel
+    np.testing.assert_allclose(
+        bn.moving_mean.numpy(), h.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        bn.moving_variance.numpy(), h.var(axis=(0, 1, 2)) * n / (n - 1),
+        rtol=1e-4)
+
+
 def test_number_classes_validation_names_the_flag():
     with pytest.raises(ValueError, match="--number_classes=-1: must be >= 0"):
         checks.check_model_config(
@@ -352,7 +384,7 @@ def run(tmp_path_factory):
         data_dir, checkpoint_dir, "--number_classes=0", "--random_flip",
         "--max_steps=2", "--save_checkpoint_steps=2",
         "--save_summaries_steps=2", "--ema_decay=0.9",
-        "--num_cpu_devices=2", "--sync_batch_norm")
+        )
     assert result.returncode == 0, result.stdout + result.stderr
     return root, data_dir, checkpoint_dir
 
