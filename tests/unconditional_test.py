@@ -347,6 +347,24 @@ def test_random_flip_mirrors_real_images_per_image(tmp_path):
     assert 20 <= mirrored.sum() <= 44, mirrored.sum()
 
 
+def test_random_flip_leaves_generated_images_alone():
+    # The flip lives in the input pipeline: D's update gets G's images as
+    # G draws them, with --random_flip too.
+    config = config_lib.TrainConfig(
+        model=MODEL, batch_size=4,
+        data=config_lib.DataConfig(random_flip=True))
+    trainer = updates.GANTrainer(config, tf.distribute.get_strategy())
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((4, Z)).astype(np.float32)
+    images = rng.uniform(-1, 1, (4, SIZE, SIZE, 3)).astype(np.float32)
+    # Sigma from the stored u, as the update's forward pass computes it.
+    expected = trainer.generator(z, training=True, update_sn=False).numpy()
+    zeros = np.zeros(4, np.int32)
+    _, fake = trainer.d_update(images, zeros, z, zeros)
+    np.testing.assert_allclose(fake.numpy(), expected, atol=1e-5)
+    assert np.abs(expected - expected[:, :, ::-1]).max() > 1e-3
+
+
 # --------------------------------------------------------------------------
 # One real run through the command line, then eval, sample and export.
 
