@@ -76,6 +76,12 @@ flags.DEFINE_integer("standing_stats_batch_size", 200,
 flags.DEFINE_integer("classifier_epochs", 15,
                      "Epochs of the stand-in classifier.")
 flags.DEFINE_integer("seed", 0, "Seed of every stage.")
+flags.DEFINE_boolean("unconditional", False,
+                     "Instead: the same digits, unlabeled (converted with "
+                     "--unlabeled), trained as an unconditional SAGAN "
+                     "(--number_classes 0); reports FID and the mode "
+                     "coverage (which digits the stand-in classifier finds "
+                     "among the samples). Not part of `make demo`.")
 
 FLAGS = flags.FLAGS
 
@@ -310,6 +316,10 @@ def main(argv):
 
     # TensorFlow's INFO lines (saver, SavedModel builder) drown the demo's.
     logging.set_verbosity(logging.WARNING)
+    if FLAGS.unconditional:
+        import unconditional  # demo/unconditional.py, beside this file
+
+        return unconditional.run(FLAGS, sys.modules[__name__])
     out = os.path.abspath(FLAGS.out_dir)
     if os.path.exists(out):
         print(f"Removing the previous demo output {out}", flush=True)

@@ -132,6 +132,9 @@ class DataConfig:
     tfds_manual_dir: str = ""
     tfds_data_dir: str = ""
     seed: int | None = None
+    # Mirror each real image left-right with probability 1/2 (off as
+    # released); usual for faces and scenes, small datasets.
+    random_flip: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +190,7 @@ class TrainConfig:
 class ConvertConfig:
     """The converter's settings (`sagan-convert`)."""
 
-    # Folder of class folders of images.
+    # Folder of class folders of images, or of images (unlabeled).
     input_dir: str | None = None
     # Where the shards go: training's --data_dir.
     output_dir: str = "./data"
@@ -197,6 +200,10 @@ class ConvertConfig:
     num_workers: int = 0
     # Seed of the shuffle that assigns images to shards.
     seed: int = 0
+    # Every image under input_dir, recursively, as unlabeled data (label 0,
+    # for --number_classes 0); a folder without class folders is taken
+    # that way anyway.
+    unlabeled: bool = False
 
 
 # TF-GAN's Inception module (the 2015-12-05 graph) on TF-Hub.

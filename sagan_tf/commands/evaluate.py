@@ -15,6 +15,10 @@ attention maps of the latest (or --checkpoint_path) checkpoint into
 --mode export: the generator as a SavedModel with the signature
 generate(z, labels) -> images into --export_dir.
 
+--num_classes 0 takes an unconditional G (trained with --number_classes
+0): a sample grid without class rows, no intra-class FID, and an export
+whose signature is generate(z) -> images.
+
 --standing_stats_batches N (all modes, off by default) recomputes G's BN
 moving averages from N batches of G in training mode after restoring it.
 
@@ -119,7 +123,8 @@ def define_flags(fv=flags.FLAGS):
     flags.DEFINE_integer(
         "num_classes",
         _MODEL.number_classes,
-        "Number of classes of G.",
+        "Number of classes of G; 0 = an unconditional G (trained with "
+        "--number_classes 0).",
         flag_values=fv,
     )
     flags.DEFINE_enum(
@@ -264,13 +269,15 @@ def define_flags(fv=flags.FLAGS):
     flags.DEFINE_list(
         "sample_classes",
         [str(c) for c in _EVAL.sample_classes],
-        "Classes of the sample grid rows and attention figure.",
+        "Classes of the sample grid rows and attention figure (unconditional"
+        " G: only their count, the attention figure's rows).",
         flag_values=fv,
     )
     flags.DEFINE_integer(
         "samples_per_class",
         _EVAL.samples_per_class,
-        "Columns of the sample grid.",
+        "Columns of the sample grid (unconditional G: rows and columns of"
+        " sample_grid.png).",
         flag_values=fv,
     )
     flags.DEFINE_integer(

@@ -81,7 +81,9 @@ def define_flags(fv=flags.FLAGS):
         flag_values=fv)
     flags.DEFINE_integer(
         "number_classes", _M.number_classes,
-        "Number of classes (labels lie in [0, number_classes)).",
+        "Number of classes (labels lie in [0, number_classes)); 0 trains "
+        "an unconditional SAGAN (plain BN in G, no projection in D) and "
+        "ignores the labels in the data.",
         flag_values=fv)
     flags.DEFINE_integer(
         "d_step", _T.d_step, "Discriminator updates per global step.",
@@ -186,6 +188,12 @@ def define_flags(fv=flags.FLAGS):
         "tfds_data_dir", _D.tfds_data_dir,
         "--data_format tfds: where TFDS keeps the prepared dataset "
         "(default: TFDS's own).",
+        flag_values=fv)
+    flags.DEFINE_boolean(
+        "random_flip", _D.random_flip,
+        "Mirror each real image left-right with probability 1/2 (generated "
+        "images never); off as released. Usual for faces, scenes and small "
+        "datasets.",
         flag_values=fv)
     flags.DEFINE_integer(
         "inject_nan_at_step", _T.inject_nan_at_step,

@@ -121,6 +121,9 @@ def decode_image(encoded):
 
 
 def _checked_label(label, filename, label_offset, num_classes, hint):
+    if num_classes == 0:
+        # Unconditional training ignores the stored labels.
+        return tf.zeros_like(tf.cast(label, tf.int32))
     label = tf.cast(label, tf.int32) + label_offset
     in_range = tf.logical_and(label >= 0, label < num_classes)
     check = errors.require(
@@ -290,7 +293,7 @@ def validate_first_record(config, files, *, image_size, num_classes):
     if label is None:
         raise DataError(f"{path}: the {label_key} feature holds no integer")
     label += config.label_offset
-    if not 0 <= label < num_classes:
+    if num_classes and not 0 <= label < num_classes:
         raise DataError(
             f"label {label} in {path} is outside [0, {num_classes}) (stored"
             f" label plus --label_offset {config.label_offset})"

@@ -16,6 +16,7 @@ released:
   statistics in its `standing_stats_<N>/`).
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -55,6 +56,10 @@ class Evaluator:
             )
         if config.dcgan_generator_batch_size < 1:
             raise ValueError("--dcgan_generator_batch_size must be >= 1")
+        if config.intra_fid_classes and not config.model.number_classes:
+            print("Note: --num_classes 0 (unconditional G): no intra-class "
+                  "FID; --intra_fid_classes is ignored.", flush=True)
+            config = dataclasses.replace(config, intra_fid_classes=())
         for c in config.intra_fid_classes:
             if not 0 <= c < config.model.number_classes:
                 raise ValueError(
@@ -90,7 +95,8 @@ class Evaluator:
 
     def _random_labels(self, n):
         return self._rng.uniform(
-            [n], 0, self.config.model.number_classes, dtype=tf.int32
+            # Unconditional G (0 classes) ignores them: all zeros.
+            [n], 0, max(self.config.model.number_classes, 1), dtype=tf.int32
         )
 
     def generated_activations(self, count, label=None, tag="generated"):

@@ -104,9 +104,10 @@ def validate_config(config):
     m = c.model
     need(m.image_size in (32, 64, 128, 256), "image_size", m.image_size,
          "must be 32, 64, 128 or 256")
-    for flag in ("z_dim", "gf_dim", "df_dim", "number_classes",
-                 "attention_resolution"):
+    for flag in ("z_dim", "gf_dim", "df_dim", "attention_resolution"):
         need(getattr(m, flag) >= 1, flag, getattr(m, flag), "must be >= 1")
+    need(m.number_classes >= 0, "number_classes", m.number_classes,
+         "must be >= 0 (0 trains an unconditional model)")
     for flag in ("generator_type", "discriminator_type"):
         need(
             getattr(m, flag) in ("test", "baseline"),
@@ -324,7 +325,8 @@ class GANTrainer:
         fake_labels = self._rng.uniform(
             [batch_size],
             minval=0,
-            maxval=self.config.model.number_classes,
+            # Unconditional (0 classes): all zeros, ignored by G and D.
+            maxval=max(self.config.model.number_classes, 1),
             dtype=tf.int32,
         )
         return z, fake_labels
