@@ -242,6 +242,76 @@ def test_no_readable_checkpoint_stops_and_start_over_moves_all_aside(
     assert code == 1 and "no records in the 1 shard(s)" in out, out
 
 
+def _flaky_reader(monkeypatch, error, failures):
+    """tf.train.load_checkpoint raising `error` on its first `failures`
+    calls: a storage fault under the checkpoint code. Returns the calls."""
+    real, calls = tf.train.load_checkpoint, []
+
+    def flaky(prefix):
+        calls.append(prefix)
+        if len(calls) <= failures:
+            raise error(None, None, f"{prefix}.index; injected fault")
+        return real(prefix)
+
+    monkeypatch.setattr(tf.train, "load_checkpoint", flaky)
+    return calls
+
+
+def _layout(run_dir):
+    return sorted(
+        os.path.relpath(os.path.join(root, name), run_dir)
+        for root, _, names in os.walk(run_dir) for name in names
+        if name.startswith("ckpt-")
+    )
+
+
+@pytest.mark.parametrize("error", [
+    tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+])
+def test_passing_storage_error_is_retried_not_taken_for_damage(
+    records, base_run, tmp_path, capsys, monkeypatch, error
+):
+    checkpoint_dir, run_dir = copy_run(base_run, tmp_path)
+    before, layout = md5s(run_dir), _layout(run_dir)
+    calls = _flaky_reader(monkeypatch, error, failures=2)
+    code, out = run_main(capsys, *flags_for(records, checkpoint_dir,
+                                            "--max_steps=4"))
+    assert code == 0 and "resuming at global step 4" in out, out
+    assert len(calls) == 3 and "skipping" not in out
+    assert _layout(run_dir) == layout
+    assert_unchanged(before, run_dir)
+
+
+@pytest.mark.parametrize("error, tries", [
+    (tf.errors.UnavailableError, None),
+    (tf.errors.PermissionDeniedError, 1),
+])
+def test_lasting_storage_error_stops_and_moves_nothing(
+    records, base_run, tmp_path, capsys, monkeypatch, error, tries
+):
+    checkpoint_dir, run_dir = copy_run(base_run, tmp_path)
+    before, layout = md5s(run_dir), _layout(run_dir)
+    calls = _flaky_reader(monkeypatch, error, failures=10**6)
+    code, out = run_main(capsys, *flags_for(
+        records, checkpoint_dir, "--max_steps=6",
+        "--storage_retry_secs=0.6"))
+    assert code == 1, out
+    ckpt4 = os.path.join(run_dir, "ckpt-4")
+    assert re.search(
+        rf"error: reading {re.escape(ckpt4)} failed with {error.__name__} "
+        r"\(.*injected fault\).* not evidence that the files are damaged: "
+        r"nothing was moved", out), out
+    if tries is None:
+        assert len(calls) > 1 and "--storage_retry_secs" in out
+    else:
+        assert len(calls) == tries and "read access" in out
+    assert "skipping" not in out and "Traceback" not in out
+    assert _layout(run_dir) == layout
+    assert not os.path.exists(
+        os.path.join(run_dir, checkpoint_files.UNREADABLE_DIR))
+    assert_unchanged(before, run_dir)
+
+
 def test_damaged_config_json_is_named(records, base_run, tmp_path, capsys):
     checkpoint_dir, run_dir = copy_run(base_run, tmp_path)
     config_path = os.path.join(run_dir, "config.json")
