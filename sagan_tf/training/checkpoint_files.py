@@ -224,7 +224,8 @@ def problem(checkpoint, keys=None, retry_secs=0.0):
 
     Args:
       checkpoint: a `Checkpoint`.
-      keys: optional checkpoint keys to read (default: all).
+      keys: optional checkpoint keys to read (default: all), or a
+        function reader -> keys (see `object_keys`).
       retry_secs: how long transient storage errors are retried.
 
     Raises:
@@ -244,6 +245,40 @@ def problem(checkpoint, keys=None, retry_secs=0.0):
     )
 
 
+_OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+def object_keys(reader, names):
+    """{name: checkpoint keys of every tensor restored into the object
+    saved under `name`}, for the root objects of `names` present.
+
+    A variable is saved once, under the first path that reaches it: G's
+    weights in a training checkpoint sit under
+    `g_optimizer/_trainable_variables/<N>/`, not under `generator/`. The
+    object graph in the checkpoint links each object to the keys of its
+    tensors, wherever they are stored.
+    """
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor(_OBJECT_GRAPH))
+    found = {}
+    for child in graph.nodes[0].children:
+        if child.local_name not in names:
+            continue
+        keys, seen, stack = [], set(), [child.node_id]
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen:
+                continue
+            seen.add(node_id)
+            node = graph.nodes[node_id]
+            keys += [a.checkpoint_key for a in node.attributes]
+            stack += [c.node_id for c in node.children]
+        found[child.local_name] = sorted(keys)
+    return found
+
+
 def _read_back(checkpoint, keys, index, data):
     try:
         reader = tf.train.load_checkpoint(checkpoint.prefix)
@@ -254,6 +289,8 @@ def _read_back(checkpoint, keys, index, data):
                 f"damaged ({_short(error)})")
     try:
         names = reader.get_variable_to_shape_map()
+        if callable(keys):
+            keys = keys(reader)
         for name in names if keys is None else keys:
             if name not in names:
                 return f"it holds no tensor {name}"
@@ -265,6 +302,11 @@ def _read_back(checkpoint, keys, index, data):
         return (f"its data file {files} is truncated or damaged "
                 f"({_short(error)})")
     return None
+
+
+def short(error):
+    """`error` as one short line, for messages."""
+    return _short(error)
 
 
 def _short(error):
