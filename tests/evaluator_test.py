@@ -244,7 +244,10 @@ def test_restore_is_all_or_nothing(assets, tmp_path, monkeypatch):
     restorer = evaluation.GeneratorRestorer(MODEL)
     assert restorer.restore(good) == 1
     # Without the read-back check the damage meets the restore itself.
-    monkeypatch.setattr(checkpoint_files, "problem", lambda *a, **k: None)
+    def keys_only(found, keys, **kwargs):
+        keys(tf.train.load_checkpoint(found.prefix))
+
+    monkeypatch.setattr(checkpoint_files, "problem", keys_only)
     with pytest.raises(evaluation.UnreadableCheckpointError,
                        match="ckpt-2: it cannot be restored"):
         restorer.restore(bad)
