@@ -297,3 +297,27 @@ def test_newest_is_scored_once_and_all_with_eval_all_checkpoints(
     full = dataclasses.replace(config, eval_all_checkpoints=True, num_evals=2)
     assert [r["step"] for r in evaluation.Evaluator(full).run()] == [1, 2]
     assert [r["step"] for r in _results(config)] == [3, 1, 2]
+
+
+def test_damaged_statistics_cache_is_computed_again(assets, tmp_path, capsys):
+    config = _config(assets, tmp_path, kid_sample_size=0)
+    run_dir = evaluation.run_dir(config)
+    fx.write_checkpoint(run_dir, MODEL, step=1)
+    (first,) = evaluation.Evaluator(config).run()
+    eval_dir = evaluation.eval_dir(config)
+    (cache,) = [os.path.join(eval_dir, n) for n in os.listdir(eval_dir)
+                if n.endswith(".npz")]
+    with open(cache, "rb") as f:
+        intact = f.read()
+    with open(cache, "wb") as f:
+        f.write(intact[: len(intact) // 2])
+    fx.write_checkpoint(run_dir, MODEL, step=2)  # the same G again
+    capsys.readouterr()
+    (second,) = evaluation.Evaluator(config).run()
+    err = capsys.readouterr().err
+    assert f"WARNING: the real-statistics cache {cache} is damaged" in err
+    assert "computing the statistics again" in err
+    assert second["fid"] == pytest.approx(first["fid"])
+    with open(cache, "rb") as f:
+        assert f.read() == intact  # rewritten, whole
+    assert not [n for n in os.listdir(eval_dir) if ".tmp" in n]
