@@ -98,3 +98,39 @@ def test_only_enospc_is_a_full_disk(tmp_path, monkeypatch, message,
     with pytest.raises(expected) as caught:
         keeper.save()
     assert ("is full" in str(caught.value)) == disk_full
+
+
+def test_one_read_restore_falls_back_whole_to_the_older_checkpoint(
+    tmp_path
+):
+    module = tf.Module()
+    module.vs = [tf.Variable(tf.fill([300], float(i))) for i in range(8)]
+    step = tf.Variable(2, dtype=tf.int64)
+    keeper = checkpoints.CheckpointKeeper(str(tmp_path), step,
+                                          {"m": module}, max_to_keep=5)
+    keeper.save()
+    for v in module.vs:
+        v.assign_add(tf.fill([300], 100.0))
+    step.assign(4)
+    newest = keeper.save()
+    # Damage one tensor in the middle of ckpt-4's data file.
+    data = newest + ".data-00000-of-00001"
+    raw = tf.fill([300], 104.0).numpy().tobytes()
+    with open(data, "rb") as f:
+        offset = f.read().find(raw)
+    assert offset >= 0
+    _flip(data, offset + 600)
+    for v in module.vs:
+        v.assign(tf.fill([300], -1.0))
+    warnings = []
+    fresh = checkpoints.CheckpointKeeper(
+        str(tmp_path), step, {"m": module}, max_to_keep=5,
+        warn=warnings.append)
+    assert fresh.restore_latest().endswith("ckpt-2")
+    assert int(step.numpy()) == 2
+    for i, v in enumerate(module.vs):
+        assert (v.numpy() == i).all(), i
+    assert "ckpt-4: its data file" in warnings[0]
+    assert os.path.exists(os.path.join(
+        str(tmp_path), checkpoint_files.UNREADABLE_DIR,
+        "ckpt-4.data-00000-of-00001"))

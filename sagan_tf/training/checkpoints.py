@@ -260,19 +260,20 @@ class CheckpointKeeper:
     def restore_latest(self):
         """Restores the newest readable checkpoint; returns its path or None.
 
-        `choose`, then `restore`: for one process that owns the directory.
+        `choose`, which restores: for one process that owns the directory.
 
         Raises:
           CheckpointError: checkpoint files exist but none can be read.
           checkpoint_files.StorageError: the storage failed (nothing moved).
         """
         chosen = self.choose()
-        if chosen is None:
-            return None
-        return self.restore(chosen.prefix)
+        return None if chosen is None else chosen.prefix
 
     def choose(self):
-        """The newest checkpoint that reads completely, or None (chief).
+        """Restores the newest checkpoint that reads; returns it, or None.
+
+        For the chief (or a single process): the other workers then
+        `restore` the same one.
 
         Each newer one is skipped with a warning saying why, and moved into
         `unreadable_checkpoints/` (nothing is deleted); the state file is
@@ -298,9 +299,7 @@ class CheckpointKeeper:
             )
         unreadable, chosen = [], None
         for candidate in found:
-            reason = checkpoint_files.problem(
-                candidate, retry_secs=self._retry_secs
-            )
+            reason = self._restore_or_reason(candidate)
             if reason is None:
                 chosen = candidate
                 break
@@ -335,6 +334,33 @@ class CheckpointKeeper:
             kept = [c for c in found if c.complete and c.step <= chosen.step]
             checkpoint_files.write_state(self.directory, kept[::-1])
         return chosen
+
+    def _restore_or_reason(self, candidate):
+        """Restores `candidate` (one read of its files); None when done,
+        else why it is damaged.
+
+        TF's bundle reader checks each tensor's checksum as the restore
+        reads it, so the newest checkpoint is read once. Only when the
+        restore fails is the checkpoint read back in full, and only damage
+        found then sets it aside: a restore that fails on intact files
+        (another cause) raises its error.
+        """
+        if not candidate.complete or not any(
+            ".data-" in f for f in candidate.files
+        ):
+            return checkpoint_files.problem(candidate)
+        try:
+            self.restore(candidate.prefix)
+            return None
+        except Exception as error:  # noqa: BLE001 - sorted below
+            if checkpoint_files.error_kind(error) != "damage":
+                raise
+            reason = checkpoint_files.problem(
+                candidate, retry_secs=self._retry_secs
+            )
+            if reason is None:
+                raise
+            return reason
 
     def path_of(self, step):
         """The prefix of checkpoint `ckpt-<step>` in the run directory."""

@@ -190,7 +190,8 @@ class _Loop:
         if chosen != _NONE:
             path = self._chosen_path or self.keeper.path_of(chosen)
             try:
-                self.keeper.restore(path)
+                if not self.is_chief:  # the chief restored as it chose
+                    self.keeper.restore(path)
             except Exception as error:
                 if not self.multi_worker:
                     raise
