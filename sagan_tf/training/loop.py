@@ -25,6 +25,7 @@ import signal
 import time
 
 import keras
+import tensorflow as tf
 
 from sagan_tf import cli, paths
 from sagan_tf.data import pipeline
@@ -175,8 +176,8 @@ class _Loop:
                     raise
                 chosen, failure = _FAILED, error
         if self.multi_worker:
-            chosen = distribute.chief_value(
-                self.strategy, chosen, self.is_chief
+            chosen = self._collective(
+                distribute.chief_value, chosen, self.is_chief
             )
         if failure is not None:
             raise failure
@@ -196,8 +197,8 @@ class _Loop:
                 if not self.multi_worker:
                     raise
                 failure = error
-        if self.multi_worker and distribute.any_worker(
-            self.strategy, failure is not None
+        if self.multi_worker and self._collective(
+            distribute.any_worker, failure is not None
         ):
             why = (f"this worker could not read it ({failure})"
                    if failure is not None else
@@ -221,6 +222,20 @@ class _Loop:
                      "EMA from the restored generator.")
             self.trainer.copy_generator_to_ema()
         return step
+
+    def _collective(self, fn, *args):
+        # MultiWorkerMirroredStrategy's health check aborts a collective
+        # whose peer died; say so in one paragraph instead of TF's text.
+        try:
+            return fn(self.strategy, *args)
+        except tf.errors.OpError as error:
+            raise checkpoints.CheckpointError(
+                "lost the other workers while agreeing on the checkpoint to "
+                f"resume from in {self.directory} ({type(error).__name__}: "
+                f"{error.message.strip()[:200]}); a worker stopped or the "
+                "network failed. Nothing was restored on this worker. Start "
+                "all workers again."
+            ) from None
 
     def _choose(self):
         """The chief's choice: a step, or _NONE (moves files as needed)."""
