@@ -233,8 +233,8 @@ class _Loop:
                 "lost the other workers while agreeing on the checkpoint to "
                 f"resume from in {self.directory} ({type(error).__name__}: "
                 f"{error.message.strip()[:200]}); a worker stopped or the "
-                "network failed. Nothing was restored on this worker. Start "
-                "all workers again."
+                "network failed. This worker stops too; start all workers "
+                "again."
             ) from None
 
     def _choose(self):
