@@ -49,8 +49,28 @@ def _free_ports(n):
     return ports
 
 
-def _two_workers(args):
-    """Runs train_imagenet.py as workers 0 and 1: [(exit status, output)]."""
+# Worker 1 as train_imagenet.py, with every checkpoint read refused: a
+# storage fault on that machine only.
+_DENIED = """
+import sys
+import tensorflow as tf
+from tensorflow.python.training import py_checkpoint_reader
+
+
+def deny(prefix):
+    raise tf.errors.PermissionDeniedError(None, None, prefix + ": injected")
+
+
+py_checkpoint_reader.NewCheckpointReader = deny
+sys.argv[0] = "train_imagenet.py"
+from sagan_tf.commands import train
+train.run()
+"""
+
+
+def _two_workers(args, second=None):
+    """Runs train_imagenet.py as workers 0 and 1 (worker 1 as the Python
+    program `second` when given): [(exit status, output)]."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     procs = []
     for index in range(2):
@@ -59,8 +79,11 @@ def _two_workers(args):
                        "cluster": {"worker": workers},
                        "task": {"type": "worker", "index": index},
                    }))
+        program = [os.path.join(ROOT, "train_imagenet.py")]
+        if index == 1 and second:
+            program = ["-c", second]
         procs.append(subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "train_imagenet.py"), *args],
+            [sys.executable, *program, *args],
             cwd=ROOT, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         ))
@@ -155,3 +178,29 @@ def test_workers_resume_from_the_chiefs_choice_then_start_over_together(
         before["ckpt-2.index"])
     latest = tf.train.latest_checkpoint(run_dir)
     assert latest.endswith("ckpt-2")
+
+
+def test_a_worker_that_cannot_read_the_choice_stops_them_all(
+    records, run_with_damaged_newest
+):
+    checkpoint_dir, run_dir = run_with_damaged_newest
+    # The chief sets the damaged ckpt-4 aside and chooses ckpt-2 before
+    # this run starts; worker 1 then cannot read ckpt-2.
+    before = {n: _md5(os.path.join(run_dir, n)) for n in os.listdir(run_dir)
+              if n.startswith("ckpt-2.")}
+    (chief_code, chief), (worker_code, worker) = _two_workers(
+        _flags(records, checkpoint_dir, "--max_steps=4"), second=_DENIED)
+    ckpt2 = re.escape(os.path.join(run_dir, "ckpt-2"))
+    assert worker_code == 1, worker
+    assert re.search(
+        rf"error: the chief chose {ckpt2} to resume from, but this worker "
+        r"could not read it \(reading \S+ failed with PermissionDeniedError"
+        r".*All workers stop here", worker), worker
+    assert chief_code == 1, chief
+    assert re.search(
+        rf"error: the chief chose {ckpt2} to resume from, but another "
+        r"worker could not read it; its output says why", chief), chief
+    for out in (chief, worker):
+        assert "Traceback" not in out and not re.search(r"^step ", out, re.M)
+    for name, digest in before.items():
+        assert _md5(os.path.join(run_dir, name)) == digest, name
