@@ -152,7 +152,12 @@ class GeneratorRestorer:
         try:
             checkpoint_files.retrying(load, path, self.retry_secs)
         except Exception as error:  # noqa: BLE001 - sorted below
-            if checkpoint_files.error_kind(error) != "damage":
+            # Every key read back intact just before: a failure now is a
+            # checkpoint rotated out, damage met by the restore itself, or
+            # (a ValueError of shapes) a user error, raised as it is.
+            damage = isinstance(error, tf.errors.OpError) and (
+                checkpoint_files.error_kind(error) == "damage")
+            if not damage and not self._gone(found):
                 raise
             raise self._unreadable(
                 found,
@@ -180,11 +185,17 @@ class GeneratorRestorer:
 
 
     @staticmethod
+    def _gone(found):
+        return bool(
+            set(found.files) - set(checkpoint_files.at(found.prefix).files)
+        )
+
+    @staticmethod
     def _unreadable(found, reason):
         # A file that went missing mid-read was rotated out by training,
         # not damaged.
         path = found.prefix
-        if set(found.files) - set(checkpoint_files.at(path).files):
+        if GeneratorRestorer._gone(found):
             return CheckpointGoneError(
                 f"{path}: training deleted it while it was being read "
                 "(older checkpoints rotate out under --keep_checkpoints)"
