@@ -12,6 +12,7 @@ import eval_fixtures as fx
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.training import py_checkpoint_reader
 
 from sagan_tf import config as config_lib
 from sagan_tf import evaluation
@@ -263,7 +264,7 @@ def test_checkpoint_rotated_out_mid_read_is_skipped(
     config = _config(assets, tmp_path, kid_sample_size=0)
     run_dir = evaluation.run_dir(config)
     fx.write_training_checkpoint(run_dir, MODEL, step=1)
-    real = tf.train.load_checkpoint
+    real = py_checkpoint_reader.NewCheckpointReader
 
     def rotating(prefix):
         # Training saves ckpt-2 and, --keep_checkpoints 1, deletes ckpt-1
@@ -274,7 +275,8 @@ def test_checkpoint_rotated_out_mid_read_is_skipped(
                 os.remove(path)
         return real(prefix)
 
-    monkeypatch.setattr(tf.train, "load_checkpoint", rotating)
+    monkeypatch.setattr(py_checkpoint_reader, "NewCheckpointReader",
+                        rotating)
     (result,) = evaluation.Evaluator(config).run()
     assert result["checkpoint"] == "ckpt-2"
     err = capsys.readouterr().err
@@ -321,3 +323,24 @@ def test_damaged_statistics_cache_is_computed_again(assets, tmp_path, capsys):
     with open(cache, "rb") as f:
         assert f.read() == intact  # rewritten, whole
     assert not [n for n in os.listdir(eval_dir) if ".tmp" in n]
+
+
+def test_evaluator_on_a_remote_filesystem(assets, tmp_path):
+    # TF's in-memory filesystem stands in for gs://: results.jsonl and
+    # the statistics cache are written through gfile, never appended to.
+    local = _config(assets, tmp_path, kid_sample_size=0)
+    fx.write_checkpoint(evaluation.run_dir(local), MODEL, step=1)
+    config = dataclasses.replace(
+        local, checkpoint_dir=f"ram://eval_{os.getpid()}/ck")
+    run_dir = evaluation.run_dir(config)
+    tf.io.gfile.makedirs(run_dir)
+    for name in os.listdir(evaluation.run_dir(local)):
+        tf.io.gfile.copy(os.path.join(evaluation.run_dir(local), name),
+                         f"{run_dir}/{name}")
+    (result,) = evaluation.Evaluator(config).run()
+    assert result["checkpoint"] == "ckpt-1"
+    results = f"{evaluation.eval_dir(config)}/results.jsonl"
+    with tf.io.gfile.GFile(results) as f:
+        assert json.loads(f.read())["step"] == 1
+    assert [n for n in tf.io.gfile.listdir(evaluation.eval_dir(config))
+            if n.endswith(".npz")]

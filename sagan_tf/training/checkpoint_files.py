@@ -17,6 +17,7 @@ import re
 import time
 
 import tensorflow as tf
+from tensorflow.python.training import py_checkpoint_reader
 
 from sagan_tf.data import errors as data_errors
 
@@ -248,6 +249,18 @@ def problem(checkpoint, keys=None, retry_secs=0.0):
 _OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
+def open_reader(prefix):
+    """The bundle reader of checkpoint `prefix`.
+
+    What `tf.train.load_checkpoint` opens, without its guess that a path
+    which is a directory names a folder of checkpoints: on object stores
+    whose folders are name prefixes (TF's ram://), `ckpt-4` counts as one.
+    Through the module, as `tf.train.Checkpoint.restore` calls it, so
+    that one fault injected there reaches both.
+    """
+    return py_checkpoint_reader.NewCheckpointReader(prefix)
+
+
 def object_keys(reader, names):
     """{name: checkpoint keys of every tensor restored into the object
     saved under `name`}, for the root objects of `names` present.
@@ -281,7 +294,7 @@ def object_keys(reader, names):
 
 def _read_back(checkpoint, keys, index, data):
     try:
-        reader = tf.train.load_checkpoint(checkpoint.prefix)
+        reader = open_reader(checkpoint.prefix)
     except Exception as error:
         if error_kind(error) != "damage":
             raise

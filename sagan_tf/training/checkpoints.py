@@ -384,7 +384,8 @@ class CheckpointKeeper:
         """Whether checkpoint `path` holds the object saved under `name`."""
         prefix = name + "/"
         return any(
-            key.startswith(prefix) for key, _ in tf.train.list_variables(path)
+            key.startswith(prefix) for key in
+            checkpoint_files.open_reader(path).get_variable_to_shape_map()
         )
 
     def check_weights(self):
