@@ -5,8 +5,10 @@
 `ckpt-<N>.index`, and lists it in the `checkpoint` state file. A crash, a
 full disk or a user deleting files can leave any of these missing or cut
 short; the state file may then name checkpoints that are gone. So
-checkpoints are found from the files themselves, and a checkpoint counts
-only once every tensor in it reads back with its checksum.
+checkpoints are found from the files themselves, and a checkpoint is set
+aside only on evidence of damage (a checksum mismatch, a file cut short,
+unparsable or missing); a storage error is retried, then stops the run
+(`retrying`, `StorageError`).
 """
 
 import contextlib
