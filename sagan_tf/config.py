@@ -184,6 +184,9 @@ class TrainConfig:
     # Move every file of the run directory aside (never deleting one) and
     # start at step 0.
     start_over: bool = False
+    # Seconds a transient storage error (Unavailable, DeadlineExceeded,
+    # Aborted, Internal) is retried, with backoff, before the run stops.
+    storage_retry_secs: float = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +269,10 @@ class EvalConfig:
     # Export (`--mode export`); "" = <checkpoint_dir>/export/imagenet_<bs>.
     export_dir: str = ""
     seed: int | None = None
+    # See TrainConfig.storage_retry_secs.
+    storage_retry_secs: float = 300.0
+    # Score every unscored checkpoint, oldest first, instead of the newest.
+    eval_all_checkpoints: bool = False
 
     def model_dir_name(self):
         """Released run directory name, `imagenet_<batch_size>`."""

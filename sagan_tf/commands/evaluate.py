@@ -3,8 +3,9 @@ SAGAN generator (the released `eval_imagenet.py` and its flags).
 
 --mode eval (default), as released: watches
 <checkpoint_dir>/imagenet_<batch_size>, computes IS / FID (and KID,
-intra-class FID) of each new checkpoint and writes TensorBoard summaries and
-results.jsonl to <checkpoint_dir>/eval/imagenet_<batch_size>:
+intra-class FID) of the newest checkpoint not yet scored (every unscored
+one, oldest first, with --eval_all_checkpoints) and writes TensorBoard
+summaries and results.jsonl to <checkpoint_dir>/eval/imagenet_<batch_size>:
 
     sagan-eval --generator_type test --data_dir ./data
 
@@ -308,6 +309,23 @@ def define_flags(fv=flags.FLAGS):
     )
     flags.DEFINE_integer(
         "seed", None, "Random seed (default: random).", flag_values=fv
+    )
+    flags.DEFINE_float(
+        "storage_retry_secs",
+        _EVAL.storage_retry_secs,
+        "Seconds a transient storage error (Unavailable, DeadlineExceeded, "
+        "Aborted, Internal; e.g. on gs://) is retried, with backoff, while "
+        "a checkpoint is read; then the command stops.",
+        flag_values=fv,
+    )
+    flags.DEFINE_boolean(
+        "eval_all_checkpoints",
+        _EVAL.eval_all_checkpoints,
+        "--mode eval: score every checkpoint not yet in results.jsonl, "
+        "oldest first (a full curve). Off: each poll scores the newest "
+        "checkpoint once, as the released evaluator, and waits for a newer "
+        "one when it is scored already.",
+        flag_values=fv,
     )
     cli.define_debug_flag(fv)
 

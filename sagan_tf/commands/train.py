@@ -207,6 +207,14 @@ def define_flags(fv=flags.FLAGS):
         "nothing, and train from step 0. Without it, training never starts "
         "from step 0 beside existing checkpoints.",
         flag_values=fv)
+    flags.DEFINE_float(
+        "storage_retry_secs", _T.storage_retry_secs,
+        "Seconds a transient storage error (Unavailable, DeadlineExceeded, "
+        "Aborted, Internal; e.g. on gs://) is retried, with backoff, while "
+        "checkpoints are read; then the run stops, moving nothing. Only "
+        "damage (checksum, truncated or missing file) sets a checkpoint "
+        "aside.",
+        flag_values=fv)
     cli.define_debug_flag(fv)
 
 

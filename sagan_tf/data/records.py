@@ -120,6 +120,12 @@ def decode_image(encoded):
     return image
 
 
+# The class count comes from a flag the message names (training's name,
+# and the released evaluator's).
+_CLASSES_FLAG = ("the number of classes is --number_classes, --num_classes "
+                 "in sagan-eval")
+
+
 def _checked_label(label, filename, label_offset, num_classes, hint):
     if num_classes == 0:
         # Unconditional training ignores the stored labels.
@@ -129,7 +135,7 @@ def _checked_label(label, filename, label_offset, num_classes, hint):
     check = errors.require(
         in_range, "label ", tf.strings.as_string(label), " in ", filename,
         f" is outside [0, {num_classes}) (stored label plus --label_offset"
-        f" {label_offset}){hint}",
+        f" {label_offset}; {_CLASSES_FLAG}){hint}",
     )
     with tf.control_dependencies([check]):
         return tf.identity(label)
@@ -296,5 +302,5 @@ def validate_first_record(config, files, *, image_size, num_classes):
     if num_classes and not 0 <= label < num_classes:
         raise DataError(
             f"label {label} in {path} is outside [0, {num_classes}) (stored"
-            f" label plus --label_offset {config.label_offset})"
-            f"{_label_hint(config)}")
+            f" label plus --label_offset {config.label_offset}; "
+            f"{_CLASSES_FLAG}){_label_hint(config)}")
