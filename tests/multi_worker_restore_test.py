@@ -24,7 +24,7 @@ from sagan_tf.training import checkpoint_files, checkpoints, updates
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, CLASSES, BATCH = 32, 4, 4
-TIMEOUT = 300
+TIMEOUT = 420
 TINY = [
     f"--image_size={SIZE}", "--gf_dim=8", "--df_dim=8", "--z_dim=16",
     f"--number_classes={CLASSES}", "--generator_type=baseline",
