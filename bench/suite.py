@@ -42,7 +42,9 @@ from sagan_tf import config  # noqa: E402
 _BUDGET = flags.DEFINE_float(
     "budget_s", 480.0,
     "Wall-clock budget of the whole suite in seconds, split across the "
-    "settings still to run; a setting that would overrun is skipped.")
+    "settings still to run; a setting that would overrun is skipped. "
+    "With --quick and no --budget_s: 240.")
+_QUICK_BUDGET_S = 240.0
 _QUICK = flags.DEFINE_bool(
     "quick", False,
     "Same sweep at a tiny size (32x32, batch 4, widths 8), for CPU-only CI.")
@@ -247,8 +249,10 @@ def main(argv):
         _child()
         return
     start = time.perf_counter()
-    budget = _BUDGET.value
     quick = _QUICK.value
+    budget = _BUDGET.value
+    if quick and not flags.FLAGS["budget_s"].present:
+        budget = _QUICK_BUDGET_S
     gpus = tf.config.list_physical_devices("GPU")
     common = dict(
         device=_device(gpus), gpus=len(gpus), tf_version=tf.__version__,
@@ -258,7 +262,6 @@ def main(argv):
         command="python bench/suite.py " + " ".join(sys.argv[1:]))
     print(f"{common['device']}; TensorFlow {common['tf_version']}; "
           f"{common['date']}; budget {budget:.0f} s", flush=True)
-    options = _options(quick)
     results, rows = {}, []
     counted_path = os.path.join(tempfile.mkdtemp(prefix="sagan_suite_"),
                                 "flops.json")
