@@ -173,9 +173,11 @@ class GANTrainer:
             self.g_update = tf.function(self._g_update_fn, jit_compile=True)
             self.d_update = tf.function(self._d_update_fn, jit_compile=True)
         elif config.xla:
-            # Under a mirrored strategy, writing u and the BN statistics (and
-            # the gradient all-reduce) synchronize replicas, which a nested
-            # jit-compiled function cannot do; let XLA cluster what it can.
+            # Several replicas: a per-replica compiled update called through
+            # strategy.run could run on GPUs, but Keras' optimizer updates
+            # `iterations` (an ONLY_FIRST_REPLICA variable) with a
+            # merge_call, which cannot be compiled; on the CPU collectives
+            # cannot be compiled at all. So XLA clusters what it can.
             tf.config.optimizer.set_jit("autoclustering")
         self.train_step = tf.function(self._train_step_fn)
         self._agree = tf.function(self._agree_fn)
