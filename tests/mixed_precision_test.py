@@ -197,7 +197,7 @@ def _is_table(variable):
 def _check_slots_near(t, optimizer, variables, before, grads):
     """Adam's slots after step 1 against another run's gradients (XLA).
 
-    Norm-wise on the gathered tables: single elements can cancel, and the
+    Norm-wise over the gathered tables: single elements can cancel, and the
     conv biases in front of a BN layer have an exactly zero gradient whose
     float32 rounding noise differs from run to run (tolerance: see the
     module docstring).
@@ -205,16 +205,21 @@ def _check_slots_near(t, optimizer, variables, before, grads):
     del before
     b1, b2 = t.config.beta1, t.config.adam_beta2
     tol = _TOL_ULPS["xla"] * _EPS["none"]
-    tables = 0
+    tables, err, norm = 0, np.zeros(2), np.zeros(2)
     for v, g in zip(variables, grads):
         if not _is_table(v):
             continue
         i = optimizer._get_variable_index(v)
         m, vel = optimizer._momentums[i], optimizer._velocities[i]
-        for got, want in ((m, (1 - b1) * g), (vel, (1 - b2) * g**2)):
-            err = np.linalg.norm(got.numpy() - want)
-            assert err <= tol * np.linalg.norm(want), (v.path, err)
+        for k, (got, want) in enumerate(
+            ((m, (1 - b1) * g), (vel, (1 - b2) * g**2))
+        ):
+            err[k] += np.sum((got.numpy() - want) ** 2)
+            norm[k] += np.sum(want**2)
         tables += 1
+    # Over all of the model's tables: a small table whose gradient cancels
+    # almost exactly would otherwise set the bar alone.
+    assert np.all(np.sqrt(err) <= tol * np.sqrt(norm)), np.sqrt(err / norm)
     return tables
 
 
