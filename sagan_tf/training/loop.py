@@ -135,7 +135,8 @@ class _Loop:
             self.keeper = checkpoints.CheckpointKeeper(
                 self.directory,
                 self.trainer.step,
-                self.trainer.checkpoint_objects(),
+                {**self.trainer.checkpoint_objects(),
+                 **self.trainer.run_state_objects()},
                 max_to_keep=config.keep_checkpoints,
                 is_chief=self.is_chief,
                 task_id=task_id,
@@ -173,6 +174,35 @@ class _Loop:
             self.trainer.copy_generator_to_ema()
         return step
 
+    def _resume_run_state(self, start):
+        """Continues the noise RNG and the input order of the checkpoint.
+
+        With `--seed`, the restored RNG and input position make the resumed
+        run equal the uninterrupted one. A checkpoint written before they
+        were saved (or a run without `--seed`) seeds both afresh.
+
+        Returns:
+          Distributed-iterator steps the input pipeline must skip.
+        """
+        trainer, path = self.trainer, self.keeper.last_intact
+        if self.config.seed is None or path is None:
+            trainer.seed_noise(start)
+            trainer.data_position.assign(0)
+            return 0
+        if self.keeper.has_object(path, updates_lib.NOISE_RNG_KEY):
+            position = int(trainer.data_position.numpy())
+            self.log(f"Continuing the checkpoint's noise RNG and input "
+                     f"order (--seed {self.config.seed}): skipping the "
+                     f"{position} batch(es) per replica read before.")
+            return position
+        self.log("The checkpoint holds no noise RNG or input position "
+                 "(written by an older version): seeding both afresh from "
+                 f"--seed {self.config.seed} and step {start}, so this run "
+                 "will differ from an uninterrupted one.")
+        trainer.seed_noise(start)
+        trainer.data_position.assign(0)
+        return 0
+
     def run(self):
         try:
             return self._run()
@@ -186,13 +216,14 @@ class _Loop:
             self.log(f"Global step {start} >= --max_steps {c.max_steps}; "
                      "nothing to do.")
             return start
-        self.trainer.seed_noise(start)
+        skip_steps = self._resume_run_state(start)
         dataset = pipeline.distributed_dataset(
             self.strategy,
             c.data,
             image_size=c.model.image_size,
             per_replica_batch_size=c.batch_size,
             num_classes=c.model.number_classes,
+            skip_steps=skip_steps,
         )
         iterator = iter(dataset)
         # The run is known to start: the flags, the checkpoint and the data
