@@ -132,6 +132,9 @@ class DataConfig:
     tfds_manual_dir: str = ""
     tfds_data_dir: str = ""
     seed: int | None = None
+    # One element order, whatever the parallelism (tf.data's deterministic
+    # option); set by --deterministic.
+    deterministic: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +184,9 @@ class TrainConfig:
     # Move every file of the run directory aside (never deleting one) and
     # start at step 0.
     start_over: bool = False
+    # TF op determinism plus a deterministic input pipeline (needs a seed;
+    # one is picked when unset). Slower on GPUs; see determinism.py.
+    deterministic: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +265,8 @@ class EvalConfig:
     # Export (`--mode export`); "" = <checkpoint_dir>/export/imagenet_<bs>.
     export_dir: str = ""
     seed: int | None = None
+    # As TrainConfig.deterministic.
+    deterministic: bool = False
 
     def model_dir_name(self):
         """Released run directory name, `imagenet_<batch_size>`."""

@@ -45,7 +45,7 @@ def _shard_pipeline(config, files, input_context, shuffle):
     """(filename, serialized record) pairs, disjoint across pipelines."""
     pipelines = input_context.num_input_pipelines if input_context else 1
     index = input_context.input_pipeline_id if input_context else 0
-    deterministic = config.seed is not None
+    deterministic = config.seed is not None or config.deterministic
     dataset = tf.data.Dataset.from_tensor_slices(files)
     shard_records = pipelines > 1 and len(files) < pipelines
     if pipelines > 1 and not shard_records:
@@ -153,7 +153,7 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
             f" num_classes ({num_classes}) must be positive")
     if config.data_format == "tfds":
         dataset = _tfds_pipeline(config, input_context, shuffle)
-        deterministic = config.seed is not None
+        deterministic = config.seed is not None or config.deterministic
         parse = records.make_encoded_parser(config, image_size, num_classes)
     else:
         files = records.list_files(config)
@@ -179,6 +179,11 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
         parse, num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic)
     dataset = dataset.batch(batch_size, drop_remainder=True)
+    if config.deterministic:
+        # Also for the stages that take no `deterministic` argument.
+        options = tf.data.Options()
+        options.deterministic = True
+        dataset = dataset.with_options(options)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -26,11 +26,12 @@ import time
 
 import keras
 
-from sagan_tf import cli, paths
+from sagan_tf import cli, determinism, paths
 from sagan_tf.data import pipeline
 from sagan_tf.evaluation import attention_maps
 from sagan_tf.models import checks
 from sagan_tf.training import (
+    checkpoint_files,
     checkpoints,
     distribute,
     run_lock,
@@ -101,10 +102,33 @@ def run(config, strategy=None, log=print):
     paths.check_folder(checkpoints.run_dir(config), "--checkpoint_dir")
     if strategy is None:
         strategy = distribute.select_strategy(config.num_cpu_devices)
+    saved = _saved_run_config(config)
+    if config.deterministic and config.seed is None and (
+        distribute.is_multi_worker(strategy)
+    ):
+        raise ValueError(
+            "--deterministic with several workers needs --seed: every "
+            "worker must use the same one.")
+    config = determinism.with_seed(
+        config, saved_seed=(saved or {}).get("seed"), log=log)
+    determinism.warn_if_changed(saved, config, cli.warn)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    with _precision_policy(config.mixed_precision):
+    with _precision_policy(config.mixed_precision), (
+        determinism.op_determinism(config)
+    ), determinism.explained_errors(config):
         return _Loop(config, strategy, log).run()
+
+
+def _saved_run_config(config):
+    """The run's config.json when this start resumes it, else None."""
+    directory = checkpoints.run_dir(config)
+    if config.start_over or not checkpoint_files.find(directory):
+        return None
+    try:
+        return checkpoints.read_config(directory)
+    except ValueError:
+        return None  # named by the architecture check in _Loop
 
 
 class _Loop:
