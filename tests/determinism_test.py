@@ -1,13 +1,13 @@
-"""--deterministic (issue 17): op determinism, a seeded deterministic input
-pipeline, the picked seed, config.json, the warning on a changed flag and
-the message for an op without a deterministic kernel."""
+"""--deterministic (issue 17): the picked seed, the warning on a changed
+flag, the message for an op without a deterministic kernel, the input
+pipeline's option. Two --deterministic runs giving identical variables is
+in reproducibility_test.py (it shares a run with the resume test)."""
 
 import dataclasses
 import json
 import os
 
 import eval_fixtures as fx
-import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
@@ -46,37 +46,6 @@ def _train(capsys, *args):
         code = stop.code
     captured = capsys.readouterr()
     return code, captured.out + captured.err
-
-
-def _variables(checkpoint_dir, step):
-    prefix = os.path.join(checkpoint_dir, f"imagenet_{BATCH}", f"ckpt-{step}")
-    reader = tf.train.load_checkpoint(prefix)
-    # The object graph is bookkeeping (it differs between any two runs).
-    return {name: reader.get_tensor(name)
-            for name in reader.get_variable_to_shape_map()
-            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
-
-
-def test_two_deterministic_runs_give_identical_variables(
-    records, tmp_path, capsys
-):
-    runs = []
-    for name in ("a", "b"):
-        checkpoint_dir = str(tmp_path / name)
-        code, out = _train(capsys, f"--data_dir={records}",
-                           f"--checkpoint_dir={checkpoint_dir}",
-                           "--max_steps=2", "--deterministic", "--seed=7")
-        assert code == 0, out
-        runs.append(_variables(checkpoint_dir, 2))
-    a, b = runs
-    assert sorted(a) == sorted(b) and len(a) > 200
-    assert [n for n in a if not np.array_equal(a[n], b[n])] == []
-    with open(tmp_path / "a" / f"imagenet_{BATCH}" / "config.json") as f:
-        saved = json.load(f)
-    assert saved["deterministic"] is True and saved["seed"] == 7
-    assert saved["data"]["deterministic"] is True
-    # The process-wide switch is back as it was.
-    assert not tf_config.is_op_determinism_enabled()
 
 
 def test_resume_with_another_value_warns(records, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""A resumed run equals the uninterrupted one (issue 17).
+"""A resumed run equals the uninterrupted one, and two --deterministic runs
+are equal (issue 17).
 
 With `--seed`, training stopped at a checkpoint and resumed must write, at
 every later checkpoint, exactly the tensors of the straight run: the noise
@@ -8,6 +9,7 @@ logical CPUs of conftest.py. The reference is the straight run itself, read
 back with the plain checkpoint reader.
 """
 
+import json
 import os
 import shutil
 
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
+from tensorflow.python.framework import config as tf_config
 
 from sagan_tf import config as config_lib
 from sagan_tf.commands import train as train_command
@@ -50,11 +53,15 @@ def _config(*args, seed=True):
 
 
 def _main(capsys, *args):
+    """train_imagenet.py's main in this process: (exit status, output; ""
+    without capsys)."""
     code = 0
     try:
         train_command.main(["train_imagenet.py"], _config(*args))
     except SystemExit as stop:
         code = stop.code
+    if capsys is None:
+        return code, ""
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
@@ -91,22 +98,48 @@ def _keep_only(run_dir, step):
         f.write(f'model_checkpoint_path: "ckpt-{step}"\n')
 
 
-def test_resume_equals_straight_run_on_one_replica(records, tmp_path, capsys):
-    straight = str(tmp_path / "straight")
-    common = (f"--data_dir={records}", "--max_steps=4")
-    code, out = _main(capsys, *common, f"--checkpoint_dir={straight}")
+@pytest.fixture(scope="module")
+def straight_run(records, tmp_path_factory):
+    """A --deterministic run of 4 steps (ckpt-2, ckpt-4) through main."""
+    checkpoint_dir = str(tmp_path_factory.mktemp("straight"))
+    code, out = _main(None, f"--data_dir={records}", "--max_steps=4",
+                      f"--checkpoint_dir={checkpoint_dir}", "--deterministic")
     assert code == 0, out
-    straight_run = os.path.join(straight, f"imagenet_{BATCH}")
+    return checkpoint_dir
 
+
+def test_resume_equals_straight_run_on_one_replica(
+    records, straight_run, tmp_path, capsys
+):
     resumed = str(tmp_path / "resumed")
-    shutil.copytree(straight, resumed)
+    shutil.copytree(straight_run, resumed)
     resumed_run = os.path.join(resumed, f"imagenet_{BATCH}")
     _keep_only(resumed_run, 2)
-    code, out = _main(capsys, *common, f"--checkpoint_dir={resumed}")
+    code, out = _main(capsys, f"--data_dir={records}", "--max_steps=4",
+                      f"--checkpoint_dir={resumed}", "--deterministic")
     assert code == 0, out
     assert "resuming at global step 2" in out
     assert "skipping the 2 batch(es)" in out, out
-    _assert_same_checkpoints(straight_run, resumed_run, (4,))
+    _assert_same_checkpoints(
+        os.path.join(straight_run, f"imagenet_{BATCH}"), resumed_run, (4,))
+
+
+def test_two_deterministic_runs_give_identical_variables(
+    records, straight_run, tmp_path, capsys
+):
+    again = str(tmp_path / "again")
+    code, out = _main(capsys, f"--data_dir={records}", "--max_steps=2",
+                      f"--checkpoint_dir={again}", "--deterministic")
+    assert code == 0, out
+    _assert_same_checkpoints(
+        os.path.join(straight_run, f"imagenet_{BATCH}"),
+        os.path.join(again, f"imagenet_{BATCH}"), (2,))
+    with open(os.path.join(again, f"imagenet_{BATCH}", "config.json")) as f:
+        saved = json.load(f)
+    assert saved["deterministic"] is True and saved["seed"] == 3
+    assert saved["data"]["deterministic"] is True
+    # The process-wide switch is back as it was.
+    assert not tf_config.is_op_determinism_enabled()
 
 
 def test_resume_equals_straight_run_on_two_replicas(
