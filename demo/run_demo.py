@@ -75,7 +75,11 @@ flags.DEFINE_integer("standing_stats_batch_size", 200,
                      lower_bound=1)
 flags.DEFINE_integer("classifier_epochs", 15,
                      "Epochs of the stand-in classifier.")
-flags.DEFINE_integer("seed", 0, "Seed of every stage.")
+flags.DEFINE_integer("seed", 0, "Seed of the GAN's training and scoring.")
+flags.DEFINE_integer("data_seed", 0,
+                     "Seed of the conversion (shard assignment) and of the "
+                     "stand-in classifier: the data and the measuring "
+                     "instrument stay the same whatever --seed is.")
 flags.DEFINE_boolean("baseline", False,
                      "Train and score the no-attention baseline "
                      "(--generator_type baseline --discriminator_type "
@@ -383,7 +387,7 @@ def _forwarded_flags():
         "attention_resolution", "generator_learning_rate",
         "discriminator_learning_rate", "eval_sample_size",
         "standing_stats_batches", "standing_stats_batch_size",
-        "classifier_epochs")]
+        "classifier_epochs", "data_seed")]
 
 
 def run_seeds(seeds, compare_baseline, out):
@@ -474,7 +478,7 @@ def main(argv):
     timed("convert", lambda: _run([
         "data/convert_imagenet.py", f"--input_dir={folders}",
         f"--output_dir={data_dir}", f"--image_size={size}",
-        "--num_shards=4", f"--seed={FLAGS.seed}",
+        "--num_shards=4", f"--seed={FLAGS.data_seed}",
     ]))
 
     _stage("3/6 Training the stand-in classifier (Inception's place)")
@@ -484,7 +488,7 @@ def main(argv):
 
         images, labels = read_shards(data_dir, size)
         classifier, accuracy = train_classifier(
-            images, labels, size, FLAGS.classifier_epochs, FLAGS.seed
+            images, labels, size, FLAGS.classifier_epochs, FLAGS.data_seed
         )
         inception.save_classifier_as_savedmodel(classifier, classifier_dir)
         return accuracy
