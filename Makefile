@@ -30,16 +30,25 @@ demo: $(STAMP)
 	$(PY) demo/run_demo.py
 
 # `pip install .` into a fresh venv with pyproject's dependency ranges (no
-# pins, no dev tools), then every module imported from another folder.
+# pins, no dev tools); then, from an empty folder, every module imports
+# and each console command answers --help (absl exits 1 after --help).
 install-check:
 	rm -rf $(CHECK_VENV)
 	$(PYTHON) -m venv $(CHECK_VENV)
 	$(CHECK_VENV)/bin/pip install --quiet .
-	cd $(CHECK_VENV) && bin/python -c "import importlib, pkgutil, sagan_tf; \
-	  names = [m.name for m in pkgutil.iter_modules(sagan_tf.__path__)]; \
-	  [importlib.import_module('sagan_tf.' + n) for n in names]; \
+	mkdir -p $(CHECK_VENV)/empty
+	cd $(CHECK_VENV)/empty && ../bin/python -c "import importlib, pkgutil, \
+	  sagan_tf; names = [m.name for m in pkgutil.walk_packages( \
+	  sagan_tf.__path__, 'sagan_tf.')]; \
+	  [importlib.import_module(n) for n in names]; \
 	  print('sagan_tf', sagan_tf.__version__, 'from', sagan_tf.__file__, \
 	        '-', len(names), 'modules import')"
+	cd $(CHECK_VENV)/empty && for command in sagan-train sagan-eval \
+	    sagan-convert sagan-import-tf1; do \
+	  ../bin/$$command --help > help.txt 2>&1; \
+	  grep -q -- "--debug" help.txt || { cat help.txt; exit 1; }; \
+	  echo "$$command --help: $$(grep -c -- '^  --' help.txt) flags"; \
+	done
 	rm -rf $(CHECK_VENV)
 
 clean:

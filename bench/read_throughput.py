@@ -25,26 +25,34 @@ from PIL import Image  # noqa: E402
 
 from sagan_tf import config, data  # noqa: E402
 
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", "",
-    "Existing shards to read; empty = generate random shards in a temporary"
-    " folder.")
-_DATA_FORMAT = flags.DEFINE_enum(
-    "data_format", "records", ["records", "jpeg"],
-    "Shard format read (and generated): released raw records, or JPEG"
-    " shards that are decoded, cropped and resized on the fly.")
-_IMAGE_SIZE = flags.DEFINE_integer(
-    "image_size", config.RELEASED_IMAGE_SIZE, "Side of the images read.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per batch.")
-_NUM_IMAGES = flags.DEFINE_integer(
-    "num_images", 4096, "Images to generate (without --data_dir).")
-_NUM_SHARDS = flags.DEFINE_integer(
-    "num_shards", 16, "Shards to generate (without --data_dir).")
-_SHUFFLE_BUFFER = flags.DEFINE_integer(
-    "shuffle_buffer_size", 10000, "Shuffle buffer, in records.")
-_WARMUP = flags.DEFINE_integer(
-    "warmup_batches", 50, "Batches pulled before timing (fills buffers).")
-_BATCHES = flags.DEFINE_integer("batches", 300, "Batches timed.")
+
+def define_flags():
+    """Defines the command-line flags (when run as a script only: the
+    suite imports this module next to others with flags of the same names).
+    """
+    global _DATA_DIR, _DATA_FORMAT, _IMAGE_SIZE, _BATCH_SIZE, _NUM_IMAGES, \
+        _NUM_SHARDS, _SHUFFLE_BUFFER, _WARMUP, _BATCHES
+    _DATA_DIR = flags.DEFINE_string(
+        "data_dir", "",
+        "Existing shards to read; empty = generate random shards in a temporary"
+        " folder.")
+    _DATA_FORMAT = flags.DEFINE_enum(
+        "data_format", "records", ["records", "jpeg"],
+        "Shard format read (and generated): released raw records, or JPEG"
+        " shards that are decoded, cropped and resized on the fly.")
+    _IMAGE_SIZE = flags.DEFINE_integer(
+        "image_size", config.RELEASED_IMAGE_SIZE, "Side of the images read.")
+    _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per batch.")
+    _NUM_IMAGES = flags.DEFINE_integer(
+        "num_images", 4096, "Images to generate (without --data_dir).")
+    _NUM_SHARDS = flags.DEFINE_integer(
+        "num_shards", 16, "Shards to generate (without --data_dir).")
+    _SHUFFLE_BUFFER = flags.DEFINE_integer(
+        "shuffle_buffer_size", 10000, "Shuffle buffer, in records.")
+    _WARMUP = flags.DEFINE_integer(
+        "warmup_batches", 50, "Batches pulled before timing (fills buffers).")
+    _BATCHES = flags.DEFINE_integer("batches", 300, "Batches timed.")
+
 
 
 def _generate(folder, data_format, image_size, num_images, num_shards):
@@ -82,42 +90,55 @@ def _generate(folder, data_format, image_size, num_images, num_shards):
         writer.close()
 
 
-def main(argv):
-    del argv
+def measure(data_format="records", image_size=config.RELEASED_IMAGE_SIZE,
+            batch_size=64, num_images=4096, num_shards=16,
+            shuffle_buffer_size=10000, warmup_batches=50, batches=300,
+            data_dir="", log=print):
+    """Images/s that `sagan_tf.data.build_dataset` delivers.
+
+    Without `data_dir`, random shards are written to a temporary folder
+    first. Arguments as the flags of the same names.
+    """
     with tempfile.TemporaryDirectory() as temp:
-        data_dir = _DATA_DIR.value
         if not data_dir:
             data_dir = temp
-            print(f"Writing {_NUM_IMAGES.value} random {_DATA_FORMAT.value}"
-                  f" images to {_NUM_SHARDS.value} shards in {temp} ...")
-            _generate(temp, _DATA_FORMAT.value, _IMAGE_SIZE.value,
-                      _NUM_IMAGES.value, _NUM_SHARDS.value)
+            log(f"Writing {num_images} random {data_format} images to "
+                f"{num_shards} shards in {temp} ...")
+            _generate(temp, data_format, image_size, num_images, num_shards)
         cfg = config.DataConfig(
-            data_dir=data_dir, data_format=_DATA_FORMAT.value,
-            shuffle_buffer_size=_SHUFFLE_BUFFER.value,
-            label_offset=-1 if _DATA_FORMAT.value == "jpeg" else 0)
+            data_dir=data_dir, data_format=data_format,
+            shuffle_buffer_size=shuffle_buffer_size,
+            label_offset=-1 if data_format == "jpeg" else 0)
         dataset = data.build_dataset(
-            cfg, image_size=_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value,
+            cfg, image_size=image_size, batch_size=batch_size,
             num_classes=config.RELEASED_NUM_CLASSES)
         iterator = iter(dataset)
         with data.clear_errors(cfg):
-            for _ in range(_WARMUP.value):
+            for _ in range(warmup_batches):
                 next(iterator)
             start = time.perf_counter()
-            for step in range(1, _BATCHES.value + 1):
+            for step in range(1, batches + 1):
                 images, _ = next(iterator)
                 if step % 100 == 0:
-                    rate = step * _BATCH_SIZE.value / (
-                        time.perf_counter() - start)
-                    print(f"  {step} batches, {rate:.0f} images/s")
+                    rate = step * batch_size / (time.perf_counter() - start)
+                    log(f"  {step} batches, {rate:.0f} images/s")
             images.numpy()
             elapsed = time.perf_counter() - start
-    count = _BATCHES.value * _BATCH_SIZE.value
+    return batches * batch_size / elapsed
+
+
+def main(argv):
+    del argv
+    rate = measure(
+        _DATA_FORMAT.value, _IMAGE_SIZE.value, _BATCH_SIZE.value,
+        _NUM_IMAGES.value, _NUM_SHARDS.value, _SHUFFLE_BUFFER.value,
+        _WARMUP.value, _BATCHES.value, _DATA_DIR.value)
     print(f"{_DATA_FORMAT.value} {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value},"
-          f" batch {_BATCH_SIZE.value}: {count / elapsed:.0f} images/s"
-          f" ({count / elapsed / _BATCH_SIZE.value:.1f} batches/s,"
+          f" batch {_BATCH_SIZE.value}: {rate:.0f} images/s"
+          f" ({rate / _BATCH_SIZE.value:.1f} batches/s,"
           f" {os.cpu_count()} CPU cores)")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

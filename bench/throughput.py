@@ -51,64 +51,75 @@ from sagan_tf import config, layers  # noqa: E402
 from sagan_tf.training import updates  # noqa: E402
 
 _M = config.ModelConfig()
-_IMAGE_SIZE = flags.DEFINE_integer(
-    "image_size", _M.image_size, "Image side: 32, 64, 128 or 256.")
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 64, "Images per G and per D update (one device).")
-_GF_DIM = flags.DEFINE_integer("gf_dim", _M.gf_dim, "Base width of G.")
-_DF_DIM = flags.DEFINE_integer("df_dim", _M.df_dim, "Base width of D.")
-_Z_DIM = flags.DEFINE_integer("z_dim", _M.z_dim, "Noise size.")
-_NUM_CLASSES = flags.DEFINE_integer(
-    "number_classes", _M.number_classes, "Classes of the conditional model.")
-_ATTENTION = flags.DEFINE_integer(
-    "attention_resolution", 0,
-    "Resolution of the attention block in G and D; 0 = the trainer's "
-    "'auto' (32, or 16 when --image_size is 32: D has no 32x32 block).")
-_XLA = flags.DEFINE_bool(
-    "xla", False, "Compile each update with XLA (the trainer's --xla).")
-_MIXED = flags.DEFINE_enum(
-    "mixed_precision", "none", sorted(updates.POLICIES),
-    "Compute precision (the trainer's --mixed_precision).")
-_STEPS = flags.DEFINE_integer("steps", 20, "Global steps timed.")
-_WARMUP = flags.DEFINE_integer(
-    "warmup", 3, "Global steps run before timing (tracing, compilation).")
-_ROUNDS = flags.DEFINE_integer(
-    "rounds", 10,
-    "The timed steps are split into this many rounds, with a matmul "
-    "measurement before the first and after each; utilization is the "
-    "median over rounds of (step FLOP/s) / (the mean of the matmul FLOP/s "
-    "just before and just after).")
-_MATMUL_SIZE = flags.DEFINE_integer(
-    "matmul_size", 0,
-    "Side n of the n x n x n reference matmul; 0 = 2048 on CPU, 8192 on "
-    "GPU.")
-_MATMUL_REPS = flags.DEFINE_integer(
-    "matmul_reps", 5, "Reference matmuls timed per measurement.")
-_ATTENTION_SIZES = flags.DEFINE_list(
-    "attention_sizes", ["32", "64"],
-    "Resolutions at which the attention block alone is timed; empty = "
-    "skip.")
-_ATTENTION_STEPS = flags.DEFINE_integer(
-    "attention_steps", 10, "Timed forward+backward passes per resolution.")
-_OUTPUT = flags.DEFINE_string(
-    "output", "",
-    "Append the result row here: a .md file gets a Markdown table row "
-    "(header first if the file is new), anything else a JSON line.")
-_TRACE_STEPS = flags.DEFINE_integer(
-    "trace_steps", 0,
-    "After timing, trace this many steps with tf.profiler and print the op "
-    "types that take the most time, with their FLOP/s (CPU; on GPU open "
-    "the trace in TensorBoard's profile tab); 0 = off.")
-_TRACE_DIR = flags.DEFINE_string(
-    "trace_dir", "",
-    "Where --trace_steps writes the trace; empty = a temporary folder.")
-_LABEL = flags.DEFINE_string("label", "", "Free text stored in the row.")
-_VS_TWO_PASS = flags.DEFINE_bool(
-    "vs_d_two_pass", False,
-    "Also time a second trainer whose D update calls D twice (generated "
-    "images, then real ones: the path before one call on concat(real, "
-    "fake)). Each round times both, so load from other processes hits both "
-    "alike; the row gets both medians and their ratio.")
+
+def define_flags():
+    """Defines the command-line flags (when run as a script only: the
+    suite imports this module next to others with flags of the same names).
+    """
+    global _IMAGE_SIZE, _BATCH_SIZE, _GF_DIM, _DF_DIM, _Z_DIM, _NUM_CLASSES, \
+        _ATTENTION, _XLA, _MIXED, _STEPS, _WARMUP, _ROUNDS, _MATMUL_SIZE, \
+        _MATMUL_REPS, _ATTENTION_SIZES, _ATTENTION_STEPS, _OUTPUT, \
+        _TRACE_STEPS, _TRACE_DIR, _LABEL, _VS_TWO_PASS
+    _IMAGE_SIZE = flags.DEFINE_integer(
+        "image_size", _M.image_size, "Image side: 32, 64, 128 or 256.")
+    _BATCH_SIZE = flags.DEFINE_integer(
+        "batch_size", 64, "Images per G and per D update (one device).")
+    _GF_DIM = flags.DEFINE_integer("gf_dim", _M.gf_dim, "Base width of G.")
+    _DF_DIM = flags.DEFINE_integer("df_dim", _M.df_dim, "Base width of D.")
+    _Z_DIM = flags.DEFINE_integer("z_dim", _M.z_dim, "Noise size.")
+    _NUM_CLASSES = flags.DEFINE_integer(
+        "number_classes", _M.number_classes,
+        "Classes of the conditional model.")
+    _ATTENTION = flags.DEFINE_integer(
+        "attention_resolution", 0,
+        "Resolution of the attention block in G and D; 0 = the trainer's "
+        "'auto' (32, or 16 when --image_size is 32: D has no 32x32 block).")
+    _XLA = flags.DEFINE_bool(
+        "xla", False, "Compile each update with XLA (the trainer's --xla).")
+    _MIXED = flags.DEFINE_enum(
+        "mixed_precision", "none", sorted(updates.POLICIES),
+        "Compute precision (the trainer's --mixed_precision).")
+    _STEPS = flags.DEFINE_integer("steps", 20, "Global steps timed.")
+    _WARMUP = flags.DEFINE_integer(
+        "warmup", 3, "Global steps run before timing (tracing, compilation).")
+    _ROUNDS = flags.DEFINE_integer(
+        "rounds", 10,
+        "The timed steps are split into this many rounds, with a matmul "
+        "measurement before the first and after each; utilization is the "
+        "median over rounds of (step FLOP/s) / (the mean of the matmul FLOP/s "
+        "just before and just after).")
+    _MATMUL_SIZE = flags.DEFINE_integer(
+        "matmul_size", 0,
+        "Side n of the n x n x n reference matmul; 0 = 2048 on CPU, 8192 on "
+        "GPU.")
+    _MATMUL_REPS = flags.DEFINE_integer(
+        "matmul_reps", 5, "Reference matmuls timed per measurement.")
+    _ATTENTION_SIZES = flags.DEFINE_list(
+        "attention_sizes", ["32", "64"],
+        "Resolutions at which the attention block alone is timed; empty = "
+        "skip.")
+    _ATTENTION_STEPS = flags.DEFINE_integer(
+        "attention_steps", 10, "Timed forward+backward passes per resolution.")
+    _OUTPUT = flags.DEFINE_string(
+        "output", "",
+        "Append the result row here: a .md file gets a Markdown table row "
+        "(header first if the file is new), anything else a JSON line.")
+    _TRACE_STEPS = flags.DEFINE_integer(
+        "trace_steps", 0,
+        "After timing, trace this many steps with tf.profiler and print the op "
+        "types that take the most time, with their FLOP/s (CPU; on GPU open "
+        "the trace in TensorBoard's profile tab); 0 = off.")
+    _TRACE_DIR = flags.DEFINE_string(
+        "trace_dir", "",
+        "Where --trace_steps writes the trace; empty = a temporary folder.")
+    _LABEL = flags.DEFINE_string("label", "", "Free text stored in the row.")
+    _VS_TWO_PASS = flags.DEFINE_bool(
+        "vs_d_two_pass", False,
+        "Also time a second trainer whose D update calls D twice (generated "
+        "images, then real ones: the path before one call on concat(real, "
+        "fake)). Each round times both, so load from other processes hits both "
+        "alike; the row gets both medians and their ratio.")
+
 
 # ---------------------------------------------------------------- timing
 
@@ -245,13 +256,66 @@ def write_row(path, row):
 # ------------------------------------------------------------------ main
 
 
-def _model_config():
-    attention = _ATTENTION.value or config.auto_attention_resolution(
-        _IMAGE_SIZE.value)
+@dataclasses.dataclass
+class Options:
+    """One measurement's settings: the flags above, for `measure`."""
+
+    image_size: int = _M.image_size
+    batch_size: int = 64
+    gf_dim: int = _M.gf_dim
+    df_dim: int = _M.df_dim
+    z_dim: int = _M.z_dim
+    number_classes: int = _M.number_classes
+    attention_resolution: int = 0
+    xla: bool = False
+    mixed_precision: str = "none"
+    steps: int = 20
+    warmup: int = 3
+    rounds: int = 10
+    matmul_size: int = 0
+    matmul_reps: int = 5
+    attention_sizes: tuple = (32, 64)
+    attention_steps: int = 10
+    trace_steps: int = 0
+    trace_dir: str = ""
+    label: str = ""
+    vs_d_two_pass: bool = False
+    # Extra TrainConfig fields (e.g. {"deterministic": True}).
+    train_overrides: dict = dataclasses.field(default_factory=dict)
+
+
+def _options_from_flags():
+    return Options(
+        image_size=_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value,
+        gf_dim=_GF_DIM.value, df_dim=_DF_DIM.value, z_dim=_Z_DIM.value,
+        number_classes=_NUM_CLASSES.value,
+        attention_resolution=_ATTENTION.value, xla=_XLA.value,
+        mixed_precision=_MIXED.value, steps=_STEPS.value,
+        warmup=_WARMUP.value, rounds=_ROUNDS.value,
+        matmul_size=_MATMUL_SIZE.value, matmul_reps=_MATMUL_REPS.value,
+        attention_sizes=tuple(int(s) for s in _ATTENTION_SIZES.value),
+        attention_steps=_ATTENTION_STEPS.value,
+        trace_steps=_TRACE_STEPS.value, trace_dir=_TRACE_DIR.value,
+        label=_LABEL.value, vs_d_two_pass=_VS_TWO_PASS.value)
+
+
+def model_config(o):
+    """The ModelConfig of Options `o`."""
+    attention = o.attention_resolution or config.auto_attention_resolution(
+        o.image_size)
     return config.ModelConfig(
-        image_size=_IMAGE_SIZE.value, z_dim=_Z_DIM.value,
-        gf_dim=_GF_DIM.value, df_dim=_DF_DIM.value,
-        number_classes=_NUM_CLASSES.value, attention_resolution=attention)
+        image_size=o.image_size, z_dim=o.z_dim, gf_dim=o.gf_dim,
+        df_dim=o.df_dim, number_classes=o.number_classes,
+        attention_resolution=attention)
+
+
+def count_step_flops(o):
+    """Profiled FLOPs of one training step (see flop_count), float32."""
+    train_config = config.TrainConfig(
+        model=model_config(o), batch_size=o.batch_size, seed=0)
+    trainer = updates.GANTrainer(train_config, tf.distribute.get_strategy())
+    return flop_count.count_flops(
+        trainer, o.batch_size, o.image_size, o.z_dim)
 
 
 def _validate():
@@ -271,24 +335,57 @@ def _validate():
 def main(argv):
     del argv
     _validate()
-    on_gpu = bool(tf.config.list_physical_devices("GPU"))
-    model_config = _model_config()
-    batch = _BATCH_SIZE.value
-    train_config = config.TrainConfig(
-        model=model_config, batch_size=batch, xla=_XLA.value,
-        mixed_precision=_MIXED.value, seed=0)
-    updates.validate_config(train_config)
-    keras.mixed_precision.set_global_policy(
-        updates.POLICIES[_MIXED.value])
     command = "python bench/throughput.py " + " ".join(sys.argv[1:])
     print(f"Configuration: {command}", flush=True)
+    row = measure(_options_from_flags())
+    row["command"] = command
+    if _OUTPUT.value:
+        write_row(_OUTPUT.value, row)
+        print(f"Appended the row to {_OUTPUT.value}")
 
-    trainer = updates.GANTrainer(train_config, tf.distribute.get_strategy())
+
+def measure(o, strategy=None, counted=None, deadline=None):
+    """Times the training step of Options `o`; returns the result row.
+
+    Args:
+      o: `Options`.
+      strategy: None = one device (the default strategy); else every
+        replica of `strategy` runs a G and a D update of batch
+        `o.batch_size` per step (images/s counts all replicas).
+      counted: FLOPs from `count_step_flops` for the same model and batch;
+        None = count them here.
+      deadline: time.perf_counter() value after which no more timed steps
+        start (at least one round of one step is timed).
+    """
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    model_cfg = model_config(o)
+    batch = o.batch_size
+    train_config = config.TrainConfig(
+        model=model_cfg, batch_size=batch, xla=o.xla,
+        mixed_precision=o.mixed_precision, seed=0, **o.train_overrides)
+    updates.validate_config(train_config)
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(
+        updates.POLICIES[o.mixed_precision])
+    try:
+        return _measure(o, strategy, counted, deadline, on_gpu, model_cfg,
+                        train_config, replicas)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _measure(o, strategy, counted, deadline, on_gpu, model_config,
+             train_config, replicas):
+    batch = o.batch_size
+    trainer = updates.GANTrainer(train_config, strategy)
     size, z_dim = model_config.image_size, model_config.z_dim
     analytic = flop_count.analytic_forward_flops(
         trainer.generator, trainer.discriminator)
-    print("Counting FLOPs with the TF profiler...", flush=True)
-    counted = flop_count.count_flops(trainer, batch, size, z_dim)
+    if counted is None:
+        print("Counting FLOPs with the TF profiler...", flush=True)
+        counted = flop_count.count_flops(trainer, batch, size, z_dim)
     g_fwd = counted["g_forward"]["live_model"]
     d_fwd = counted["d_forward"]["live_model"]
     g_ana = analytic["g_per_image"] * batch + analytic["g_sn_per_batch"]
@@ -314,13 +411,34 @@ def main(argv):
         metrics, _ = trainer.d_update(images, labels, *noise())
         return g_loss + metrics[0]
 
-    print(f"Warm-up: {_WARMUP.value} steps (tracing"
-          f"{' and XLA compilation' if _XLA.value else ''})...", flush=True)
-    warmup_s, _ = _time_calls(global_step, _WARMUP.value)
+    if replicas > 1:
+        with strategy.scope():
+            images = tf.Variable(images, trainable=False)
+            labels = tf.Variable(labels, trainable=False)
+        classes = model_config.number_classes
+
+        def replica_step():
+            # Stateful ops: each replica draws its own noise.
+            def noise():
+                return (tf.random.normal([batch, z_dim]),
+                        tf.random.uniform([batch], 0, classes, tf.int32))
+
+            g_loss = trainer.g_update(*noise())
+            metrics, _ = trainer.d_update(images, labels, *noise())
+            return g_loss + metrics[0]
+
+        @tf.function
+        def global_step():
+            return strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                   strategy.run(replica_step), axis=None)
+
+    print(f"Warm-up: {o.warmup} steps (tracing"
+          f"{' and XLA compilation' if o.xla else ''})...", flush=True)
+    warmup_s, _ = _time_calls(global_step, o.warmup)
     print(f"  first step {warmup_s[0]:.1f} s, last {warmup_s[-1]:.2f} s",
           flush=True)
     two_pass_step = None
-    if _VS_TWO_PASS.value:
+    if o.vs_d_two_pass:
         other = updates.GANTrainer(
             dataclasses.replace(train_config, d_two_pass=True),
             tf.distribute.get_strategy())
@@ -332,21 +450,30 @@ def main(argv):
             return g_loss + metrics[0]
 
         print("Warm-up of the two-pass D update...", flush=True)
-        _time_calls(two_pass_step, _WARMUP.value)
+        _time_calls(two_pass_step, o.warmup)
     if on_gpu:
         tf.config.experimental.reset_memory_stats("GPU:0")
 
-    matmul_n = _MATMUL_SIZE.value or (8192 if on_gpu else 2048)
+    matmul_n = o.matmul_size or (8192 if on_gpu else 2048)
     matmul_dtype = {"none": tf.float32, "bf16": tf.bfloat16,
-                    "fp16": tf.float16}[_MIXED.value]
-    probe = MatmulProbe(matmul_n, matmul_dtype, _MATMUL_REPS.value)
+                    "fp16": tf.float16}[o.mixed_precision]
+    probe = MatmulProbe(matmul_n, matmul_dtype, o.matmul_reps)
+    # Per replica: utilization is that of one device.
     flops_per_step = step_model * batch
-    rounds = min(_ROUNDS.value, _STEPS.value)
+    steps = o.steps
+    if deadline is not None:
+        # The last warm-up step estimates a step (doubled: the matmuls).
+        left = deadline - time.perf_counter()
+        steps = max(1, min(steps, int(left / (2 * warmup_s[-1] + 1e-9))))
+    rounds = min(o.rounds, steps)
     step_s, step_cpu_s, round_ratios = [], [], []
     two_pass_s, two_pass_cpu_s = [], []
     before = probe.measure()
     for r in range(rounds):
-        count = _STEPS.value * (r + 1) // rounds - len(step_s)
+        if step_s and deadline is not None and time.perf_counter() > deadline:
+            print("  deadline reached; stopping the timing", flush=True)
+            break
+        count = steps * (r + 1) // rounds - len(step_s)
         wall, cpu = _time_calls(global_step, count)
         step_s += wall
         step_cpu_s += cpu
@@ -372,7 +499,7 @@ def main(argv):
               f"({ratio_cpu:.3f}x per CPU second)", flush=True)
 
     attention_ms = {}
-    for res in (int(s) for s in _ATTENTION_SIZES.value):
+    for res in o.attention_sizes:
         blocks = [b.out_channels for b in trainer.generator.blocks]
         resolutions = [8 * 2**i for i in range(len(blocks))]
         if res not in resolutions:
@@ -381,21 +508,21 @@ def main(argv):
             continue
         channels = blocks[resolutions.index(res)]
         attention_ms[res] = attention_step_ms(
-            res, channels, batch, _XLA.value, _ATTENTION_STEPS.value)
+            res, channels, batch, o.xla, o.attention_steps)
         print(f"  attention {res}x{res}x{channels}, batch {batch}: "
               f"{attention_ms[res]:.1f} ms forward+backward", flush=True)
 
     median_s = float(np.median(step_s))
     op_seconds = {}
-    if _TRACE_STEPS.value:
-        logdir = _TRACE_DIR.value or tempfile.mkdtemp(prefix="sagan_trace_")
-        print(f"Tracing {_TRACE_STEPS.value} steps into {logdir}...",
+    if o.trace_steps:
+        logdir = o.trace_dir or tempfile.mkdtemp(prefix="sagan_trace_")
+        print(f"Tracing {o.trace_steps} steps into {logdir}...",
               flush=True)
         op_seconds = flop_count.trace_op_seconds(
-            global_step, _TRACE_STEPS.value, logdir)
+            global_step, o.trace_steps, logdir)
         op_seconds = flop_count.print_op_table(
             op_seconds, counted["step"]["live_by_type"], median_s)
-    images_per_s = batch / median_s
+    images_per_s = batch * replicas / median_s
     achieved = step_model * images_per_s
     matmul = float(np.median(probe.wall))
     utilization = float(np.median(round_ratios))
@@ -408,8 +535,8 @@ def main(argv):
         widths=f"{model_config.gf_dim}/{model_config.df_dim}",
         attention_resolution=model_config.attention_resolution,
         number_classes=model_config.number_classes,
-        mixed_precision=_MIXED.value, xla=_XLA.value,
-        steps=len(step_s), warmup=_WARMUP.value,
+        mixed_precision=o.mixed_precision, xla=o.xla,
+        steps=len(step_s), warmup=o.warmup,
         first_step_s=warmup_s[0],
         step_ms_median=1000 * median_s,
         step_ms_min=1000 * min(step_s), step_ms_max=1000 * max(step_s),
@@ -440,7 +567,7 @@ def main(argv):
         attention_ms_32=attention_ms.get(32),
         attention_ms_64=attention_ms.get(64),
         op_seconds_per_step=op_seconds,
-        label=_LABEL.value, command=command,
+        label=o.label, replicas=replicas,
     )
     if two_pass_s:
         row.update(
@@ -462,10 +589,9 @@ def main(argv):
           f"rounds; per CPU second {100 * cpu_utilization:.1f}%; best step vs "
           f"best matmul {100 * best_utilization:.1f}%); peak "
           f"memory {peak_mib:.0f} MiB")
-    if _OUTPUT.value:
-        write_row(_OUTPUT.value, row)
-        print(f"Appended the row to {_OUTPUT.value}")
+    return row
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -95,6 +95,12 @@ flags.DEFINE_list("seeds", [],
 flags.DEFINE_boolean("compare_baseline", False,
                      "With --seeds: also run the no-attention baseline on "
                      "each seed.")
+flags.DEFINE_boolean("unconditional", False,
+                     "Instead: the same digits, unlabeled (converted with "
+                     "--unlabeled), trained as an unconditional SAGAN "
+                     "(--number_classes 0); reports FID and the mode "
+                     "coverage (which digits the stand-in classifier finds "
+                     "among the samples). Not part of `make demo`.")
 
 FLAGS = flags.FLAGS
 
@@ -454,6 +460,10 @@ def main(argv):
         run_seeds([s.strip() for s in FLAGS.seeds], FLAGS.compare_baseline,
                   os.path.abspath(FLAGS.out_dir))
         return
+    if FLAGS.unconditional:
+        import unconditional  # demo/unconditional.py, beside this file
+
+        return unconditional.run(FLAGS, sys.modules[__name__])
     out = os.path.abspath(FLAGS.out_dir)
     if os.path.exists(out):
         print(f"Removing the previous demo output {out}", flush=True)

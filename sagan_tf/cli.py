@@ -59,6 +59,31 @@ def define_debug_flag(flag_values):
     )
 
 
+def command_main(work, program):
+    """The `main(argv, flag_values)` that absl's app.run calls for a command.
+
+    It refuses positional arguments and runs `work(flag_values)` through
+    `run`: an error ends the process with one paragraph (--debug: the
+    traceback). Tests call it in-process with their own FlagValues.
+
+    Args:
+      work: the command's work, given the parsed FlagValues.
+      program: the name for error lines when argv[0] says none.
+    """
+
+    def main(argv, flag_values=None):
+        from absl import app, flags
+
+        flag_values = flags.FLAGS if flag_values is None else flag_values
+        if len(argv) > 1:
+            raise app.UsageError(
+                f"unexpected arguments: {' '.join(argv[1:])}")
+        return run(lambda: work(flag_values), program_name(argv, program),
+                   debug=flag_values.debug)
+
+    return main
+
+
 def run_command(define_flags, main, module_name):
     """Runs a command line: `absl.app.run(main)` with its flags listed.
 

@@ -135,6 +135,9 @@ class DataConfig:
     # One element order, whatever the parallelism (tf.data's deterministic
     # option); set by --deterministic.
     deterministic: bool = False
+    # Mirror each real image left-right with probability 1/2 (off as
+    # released); usual for faces and scenes, small datasets.
+    random_flip: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,13 +190,16 @@ class TrainConfig:
     # TF op determinism plus a deterministic input pipeline (needs a seed;
     # one is picked when unset). Slower on GPUs; see determinism.py.
     deterministic: bool = False
+    # Seconds a transient storage error (Unavailable, DeadlineExceeded,
+    # Aborted, Internal) is retried, with backoff, before the run stops.
+    storage_retry_secs: float = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
 class ConvertConfig:
     """The converter's settings (`sagan-convert`)."""
 
-    # Folder of class folders of images.
+    # Folder of class folders of images, or of images (unlabeled).
     input_dir: str | None = None
     # Where the shards go: training's --data_dir.
     output_dir: str = "./data"
@@ -203,6 +209,10 @@ class ConvertConfig:
     num_workers: int = 0
     # Seed of the shuffle that assigns images to shards.
     seed: int = 0
+    # Every image under input_dir, recursively, as unlabeled data (label 0,
+    # for --number_classes 0); a folder without class folders is taken
+    # that way anyway.
+    unlabeled: bool = False
 
 
 # TF-GAN's Inception module (the 2015-12-05 graph) on TF-Hub.
@@ -267,6 +277,10 @@ class EvalConfig:
     seed: int | None = None
     # As TrainConfig.deterministic.
     deterministic: bool = False
+    # See TrainConfig.storage_retry_secs.
+    storage_retry_secs: float = 300.0
+    # Score every unscored checkpoint, oldest first, instead of the newest.
+    eval_all_checkpoints: bool = False
 
     def model_dir_name(self):
         """Released run directory name, `imagenet_<batch_size>`."""

@@ -20,10 +20,12 @@ training/checkpoints.py) and a `config.json`; `sagan-train` pointed at it
 resumes from it, and `sagan-eval` scores it.
 """
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf.training import checkpoints, updates
+from sagan_tf.training import checkpoint_files, checkpoints, run_lock, updates
 
 _TF1_SCOPE = "model"
 # Keras attention sublayer -> released 1x1 conv scope.
@@ -210,12 +212,36 @@ def import_checkpoint(tf1_checkpoint, output_dir, train_config, log=print):
             f"{e.message.splitlines()[0]}"
         ) from None
     tf1_variables = reader.get_variable_to_shape_map()
-    if tf.train.latest_checkpoint(output_dir):
+    tf.io.gfile.makedirs(output_dir)
+    # Held while writing, so that no trainer starts in the folder
+    # meanwhile (and the import does not write beside a running one).
+    lock = run_lock.lock_run_dir(output_dir)
+    try:
+        _check_empty(output_dir)
+        return _import(reader, path, tf1_variables, output_dir,
+                       train_config, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check_empty(output_dir):
+    """Refuses a folder that holds a run: checkpoint files (found from the
+    files themselves, whatever the state file says) or a config.json."""
+    taken = [os.path.basename(f) for c in checkpoint_files.find(output_dir)
+             for f in c.files]
+    for name in (checkpoints.CONFIG_FILE, checkpoint_files.STATE_FILE):
+        if tf.io.gfile.exists(os.path.join(output_dir, name)):
+            taken.append(name)
+    if taken:
         raise ValueError(
-            f"--output_dir {output_dir!r} already holds a checkpoint; "
-            "choose an empty directory so nothing is overwritten."
+            f"--output_dir {output_dir!r} already holds a run "
+            f"({', '.join(sorted(taken))}); choose an empty directory so "
+            "nothing is overwritten."
         )
 
+
+def _import(reader, path, tf1_variables, output_dir, train_config, log):
     run = updates.GANTrainer(train_config, tf.distribute.get_strategy())
     g_count = len(run.generator.variables)
     pairs = plan_import(
@@ -265,6 +291,6 @@ def import_checkpoint(tf1_checkpoint, output_dir, train_config, log=print):
 
 if __name__ == "__main__":
     # `python -m sagan_tf.import_tf1` is the command `sagan-import-tf1`.
-    from sagan_tf.commands import import_tf1 as _command
+    from sagan_tf.commands import import_tf1
 
-    _command.run()
+    import_tf1.run()

@@ -87,3 +87,43 @@ def test_tiny_run_writes_a_consistent_row(tmp_path):
     assert row["d_two_pass_step_ms_median"] > 0
     assert row["d_concat_speedup"] == pytest.approx(
         row["d_two_pass_step_ms_median"] / row["step_ms_median"])
+
+
+SUITE = os.path.join(ROOT, "bench", "suite.py")
+
+
+def test_suite_prints_every_row_and_writes_json_lines(tmp_path):
+    output = tmp_path / "suite.jsonl"
+    result = subprocess.run(
+        [
+            sys.executable, SUITE, "--quick", "--only", "fp32,input",
+            "--budget_s", "120", "--output", str(output),
+        ],
+        check=True,
+        cwd=ROOT,
+        timeout=240,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+    )
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    names = [
+        "input", "fp32", "fp32+xla", "bf16", "bf16+xla", "fp16", "fp16+xla",
+        "all GPUs fp32", "fp32 deterministic",
+    ]
+    assert [r["setting"] for r in rows] == names
+    status = {r["setting"]: r["status"] for r in rows}
+    assert status["fp32"] == "measured" and status["input"] == "measured"
+    assert {status[n] for n in names[2:]} == {"skipped"}
+    fp32 = rows[1]
+    assert fp32["images_per_s"] > 0 and 0 < fp32["utilization"] < 2
+    assert fp32["peak_memory"] is None  # n/a on CPU
+    assert fp32["projected_hours"] == pytest.approx(
+        1e6 * 256 / fp32["images_per_s"] / 3600)
+    for r in rows:
+        assert r["tf_version"] and r["date"] and r["device"]
+    # The final table: a header, a rule and one line per setting.
+    table = result.stdout[result.stdout.index("| setting |"):].splitlines()
+    assert len(table) == 2 + len(names)
+    for name, line in zip(names, table[2:]):
+        assert line.startswith(f"| {name} |"), line

@@ -141,11 +141,11 @@ def eval_runs(assets, tmp_path_factory):
     for kind, path in paths.items():
         cases[f"inception_{kind}"] = [
             *eval_flags(t / "ck0", data_dir, path), "--num_evals=1"]
-    # Watching: the oldest checkpoint is cut short, a result line damaged.
+    # Watching: the newest checkpoint is cut short, a result line damaged.
     run_dir = str(t / "watch" / "imagenet_8")
     fx.write_checkpoint(run_dir, MODEL, step=10)
     fx.write_checkpoint(run_dir, MODEL, step=12)
-    victim = truncate(run_dir, 10)
+    victim = truncate(run_dir, 12)
     results = t / "watch" / "eval" / "imagenet_8" / "results.jsonl"
     results.parent.mkdir(parents=True)
     results.write_text('{"checkpoint": "ckpt-4", "st\n')
@@ -193,13 +193,13 @@ def test_evaluator_skips_an_unreadable_checkpoint_and_a_bad_result_line(
     assert code == 0, out
     assert re.search(rf"{re.escape(str(results))}, line 1, is not a "
                      r"result .*skipping it", out), out
-    assert re.search(rf"WARNING: skipping checkpoint \S+ckpt-10: its data "
-                     rf"file {re.escape(victim)} is truncated.*Watching "
-                     r"for the next one", out), out
-    assert re.search(r"Evaluating \S+ckpt-12 \(step 12\)", out), out
+    assert re.search(rf"WARNING: skipping checkpoint \S+ckpt-12: its data "
+                     rf"file {re.escape(victim)} is truncated.*Taking the "
+                     r"next older one", out), out
+    assert re.search(r"Evaluating \S+ckpt-10 \(step 10\)", out), out
     assert "Traceback" not in out
     lines = results.read_text().splitlines()
-    assert len(lines) == 2 and '"checkpoint": "ckpt-12"' in lines[1]
+    assert len(lines) == 2 and '"checkpoint": "ckpt-10"' in lines[1]
     assert md5s(run_dir) == before
 
 

@@ -199,3 +199,31 @@ def test_odd_surplus_offset_matches_reader():
     assert np.asarray(square).min() == 255
     tf_square = data.center_square_resize(tf.constant(image), 10)
     assert tf_square.numpy().min() == 255
+
+
+_WORKER_PROBE = r"""
+import multiprocessing, sys
+from sagan_tf import cli
+from sagan_tf.data import converter
+probe = "'tensorflow' in __import__('sys').modules"
+with cli.worker_processes_without_tf():
+    pool = multiprocessing.get_context("spawn").Pool(1)
+with pool:
+    # The worker imports the converter to run its task, as in a real
+    # conversion, then reports what it has loaded.
+    print("DECODED", pool.map(converter._load, [(sys.argv[1], 8)])[0][2])
+    print("TENSORFLOW", pool.apply(eval, (probe,)))
+"""
+
+
+def test_converter_workers_do_not_load_tensorflow(tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(patterned(12, 10, (0, 0, 0), (255, 255, 255))).save(path)
+    result = subprocess.run(
+        [sys.executable, "-c", _WORKER_PROBE, str(path)], cwd=tmp_path,
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DECODED None" in result.stdout, result.stdout  # no error
+    # Workers started without the guard load it (0.7 GB each): the same
+    # probe then prints True.
+    assert "TENSORFLOW False" in result.stdout, result.stdout

@@ -269,10 +269,11 @@ def test_label_out_of_range(tmp_path):
         _raw_record(good, 3), _raw_record(good, 10)])
     message = _error(tmp_path)
     assert "label 10" in message and path in message
-    assert "[0, 10)" in message
+    assert "[0, 10)" in message and "--number_classes" in message
     # Wrong in the first record: caught before training starts.
     message = _error(tmp_path, num_classes=3)
     assert "label 3" in message and "[0, 3)" in message
+    assert "--number_classes" in message
 
 
 def test_jpeg_labels_without_offset_get_a_hint(tmp_path):

@@ -110,3 +110,45 @@ def write_checkpoint(run_dir, model_config, step, ema=False, seed=0):
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(dataclasses.asdict(train_config), f)
     return generator
+
+
+def write_training_checkpoint(run_dir, model_config, step, seed=0):
+    """ckpt-<step> laid out as training writes it: G's trainable weights
+    are stored under g_optimizer/_trainable_variables/<N>/ (the optimizer
+    is reached first), only u and the BN statistics under generator/.
+
+    Returns:
+        (the generator saved, the checkpoint prefix).
+    """
+    import keras
+
+    tf.keras.utils.set_random_seed(seed)
+    generator = models.build_generator(model_config)
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(generator.trainable_variables)
+    checkpoint = tf.train.Checkpoint(
+        step=tf.Variable(step, dtype=tf.int64), generator=generator,
+        g_optimizer=optimizer,
+    )
+    manager = tf.train.CheckpointManager(
+        checkpoint, run_dir, max_to_keep=5, checkpoint_name="ckpt"
+    )
+    prefix = manager.save(checkpoint_number=step)
+    train_config = config_lib.TrainConfig(model=model_config)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(train_config), f)
+    return generator, prefix
+
+
+def flip_byte_of(prefix, key):
+    """Flips one byte in the middle of tensor `key` in the data file."""
+    value = tf.train.load_variable(prefix, key)
+    path = prefix + ".data-00000-of-00001"
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    raw = np.ascontiguousarray(value).tobytes()
+    start = data.find(raw)
+    assert start >= 0 and data.find(raw, start + 1) < 0, key
+    data[start + len(raw) // 2] ^= 0xFF
+    with open(path, "wb") as f:
+        f.write(data)

@@ -2,18 +2,22 @@
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
+import re
 import threading
 
 import eval_fixtures as fx
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.training import py_checkpoint_reader
 
 from sagan_tf import config as config_lib
 from sagan_tf import evaluation
 from sagan_tf.evaluation import inception
+from sagan_tf.training import checkpoint_files
 
 MODEL = fx.tiny_model_config()
 
@@ -194,3 +198,149 @@ def test_use_ema_restores_the_averaged_generator(assets, tmp_path):
     fx.write_checkpoint(plain_dir, MODEL, step=6)
     with pytest.raises(ValueError, match="ema_generator"):
         restorer.restore(tf.train.latest_checkpoint(plain_dir))
+
+
+def _md5s(directory):
+    sums = {}
+    for name in os.listdir(directory):
+        if name.startswith("ckpt-"):
+            with open(os.path.join(directory, name), "rb") as f:
+                sums[name] = hashlib.md5(f.read()).hexdigest()
+    return sums
+
+
+def _g_kernel_key(prefix):
+    keys = [k for k, _ in tf.train.list_variables(prefix)
+            if k.startswith("g_optimizer/_trainable_variables/")
+            and k.endswith("VARIABLE_VALUE")]
+    # The largest: a convolution kernel of G.
+    return max(keys, key=lambda k: np.size(tf.train.load_variable(prefix, k)))
+
+
+def test_damaged_generator_weight_is_damage_and_older_one_is_scored(
+    assets, tmp_path, capsys
+):
+    config = _config(assets, tmp_path, kid_sample_size=0)
+    run_dir = evaluation.run_dir(config)
+    fx.write_training_checkpoint(run_dir, MODEL, step=1)
+    _, newest = fx.write_training_checkpoint(run_dir, MODEL, step=2, seed=1)
+    fx.flip_byte_of(newest, _g_kernel_key(newest))
+    before = _md5s(run_dir)
+    (result,) = evaluation.Evaluator(config).run()
+    assert result["checkpoint"] == "ckpt-1"
+    err = capsys.readouterr().err
+    assert re.search(
+        rf"WARNING: skipping checkpoint {re.escape(newest)}: its data file "
+        r"ckpt-2.data-00000-of-00001 is truncated or damaged \(.*[Cc]hecksum",
+        err), err
+    assert "deleted" not in err
+    assert _md5s(run_dir) == before
+
+
+def test_restore_is_all_or_nothing(assets, tmp_path, monkeypatch):
+    run_dir = str(tmp_path / "run")
+    good_g, good = fx.write_training_checkpoint(run_dir, MODEL, step=1)
+    _, bad = fx.write_training_checkpoint(run_dir, MODEL, step=2, seed=1)
+    fx.flip_byte_of(bad, _g_kernel_key(bad))
+    restorer = evaluation.GeneratorRestorer(MODEL)
+    assert restorer.restore(good) == 1
+    # Without the read-back check the damage meets the restore itself.
+    def keys_only(found, keys, **kwargs):
+        keys(tf.train.load_checkpoint(found.prefix))
+
+    monkeypatch.setattr(checkpoint_files, "problem", keys_only)
+    with pytest.raises(evaluation.UnreadableCheckpointError,
+                       match="ckpt-2: it cannot be restored"):
+        restorer.restore(bad)
+    assert int(restorer.step.numpy()) == 1
+    for live, saved in zip(restorer.generator.variables, good_g.variables,
+                           strict=True):
+        np.testing.assert_array_equal(live.numpy(), saved.numpy())
+
+
+def test_checkpoint_rotated_out_mid_read_is_skipped(
+    assets, tmp_path, monkeypatch, capsys
+):
+    config = _config(assets, tmp_path, kid_sample_size=0)
+    run_dir = evaluation.run_dir(config)
+    fx.write_training_checkpoint(run_dir, MODEL, step=1)
+    real = py_checkpoint_reader.NewCheckpointReader
+
+    def rotating(prefix):
+        # Training saves ckpt-2 and, --keep_checkpoints 1, deletes ckpt-1
+        # while the evaluator is reading it.
+        if prefix.endswith("ckpt-1"):
+            fx.write_training_checkpoint(run_dir, MODEL, step=2, seed=1)
+            for path in glob.glob(os.path.join(run_dir, "ckpt-1.*")):
+                os.remove(path)
+        return real(prefix)
+
+    monkeypatch.setattr(py_checkpoint_reader, "NewCheckpointReader",
+                        rotating)
+    (result,) = evaluation.Evaluator(config).run()
+    assert result["checkpoint"] == "ckpt-2"
+    err = capsys.readouterr().err
+    assert "ckpt-1: training deleted it while it was being read" in err, err
+
+
+def test_newest_is_scored_once_and_all_with_eval_all_checkpoints(
+    assets, tmp_path
+):
+    config = _config(assets, tmp_path, kid_sample_size=0)
+    run_dir = evaluation.run_dir(config)
+    for step in (1, 2, 3):
+        fx.write_checkpoint(run_dir, MODEL, step=step, seed=step)
+    (result,) = evaluation.Evaluator(config).run()
+    assert result["checkpoint"] == "ckpt-3"
+    # A restart remembers it: the newest is scored, so it waits.
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    assert evaluation.Evaluator(config).run(stop=stop) == []
+    full = dataclasses.replace(config, eval_all_checkpoints=True, num_evals=2)
+    assert [r["step"] for r in evaluation.Evaluator(full).run()] == [1, 2]
+    assert [r["step"] for r in _results(config)] == [3, 1, 2]
+
+
+def test_damaged_statistics_cache_is_computed_again(assets, tmp_path, capsys):
+    config = _config(assets, tmp_path, kid_sample_size=0)
+    run_dir = evaluation.run_dir(config)
+    fx.write_checkpoint(run_dir, MODEL, step=1)
+    (first,) = evaluation.Evaluator(config).run()
+    eval_dir = evaluation.eval_dir(config)
+    (cache,) = [os.path.join(eval_dir, n) for n in os.listdir(eval_dir)
+                if n.endswith(".npz")]
+    with open(cache, "rb") as f:
+        intact = f.read()
+    with open(cache, "wb") as f:
+        f.write(intact[: len(intact) // 2])
+    fx.write_checkpoint(run_dir, MODEL, step=2)  # the same G again
+    capsys.readouterr()
+    (second,) = evaluation.Evaluator(config).run()
+    err = capsys.readouterr().err
+    assert f"WARNING: the real-statistics cache {cache} is damaged" in err
+    assert "computing the statistics again" in err
+    assert second["fid"] == pytest.approx(first["fid"])
+    with open(cache, "rb") as f:
+        assert f.read() == intact  # rewritten, whole
+    assert not [n for n in os.listdir(eval_dir) if ".tmp" in n]
+
+
+def test_evaluator_on_a_remote_filesystem(assets, tmp_path):
+    # TF's in-memory filesystem stands in for gs://: results.jsonl and
+    # the statistics cache are written through gfile, never appended to.
+    local = _config(assets, tmp_path, kid_sample_size=0)
+    fx.write_checkpoint(evaluation.run_dir(local), MODEL, step=1)
+    config = dataclasses.replace(
+        local, checkpoint_dir=f"ram://eval_{os.getpid()}/ck")
+    run_dir = evaluation.run_dir(config)
+    tf.io.gfile.makedirs(run_dir)
+    for name in os.listdir(evaluation.run_dir(local)):
+        tf.io.gfile.copy(os.path.join(evaluation.run_dir(local), name),
+                         f"{run_dir}/{name}")
+    (result,) = evaluation.Evaluator(config).run()
+    assert result["checkpoint"] == "ckpt-1"
+    results = f"{evaluation.eval_dir(config)}/results.jsonl"
+    with tf.io.gfile.GFile(results) as f:
+        assert json.loads(f.read())["step"] == 1
+    assert [n for n in tf.io.gfile.listdir(evaluation.eval_dir(config))
+            if n.endswith(".npz")]

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import tensorflow as tf
 
 from sagan_tf import config as config_lib
 from sagan_tf import import_tf1
-from sagan_tf.training import checkpoints, updates
+from sagan_tf.training import checkpoints, run_lock, updates
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TSV = os.path.join(ROOT, "tests", "testdata", "original_variables.tsv")
@@ -166,7 +167,7 @@ def test_cli_imports_adam_moments(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 1
-    assert "already holds a checkpoint" in again.stderr
+    assert "already holds a run" in again.stderr
 
 
 def test_mismatches_are_all_listed(tmp_path):
@@ -195,3 +196,38 @@ def test_missing_checkpoint_names_the_path(tmp_path):
     with pytest.raises(ValueError, match="no checkpoint in directory"):
         import_tf1.import_checkpoint(
             str(tmp_path), str(tmp_path / "out"), config)
+
+
+@pytest.mark.parametrize("existing", [
+    ("config.json",),  # a run whose state file is gone
+    ("ckpt-3.index", "ckpt-3.data-00000-of-00001"),  # no state file
+])
+def test_import_never_writes_over_a_run(tmp_path, existing):
+    config = config_lib.TrainConfig(model=TINY_MODEL)
+    prefix = _write_tf1_checkpoint(
+        str(tmp_path / "tf1" / "model.ckpt"),
+        {"model/x": np.zeros(2, np.float32)})
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in existing:
+        (out / name).write_bytes(name.encode())
+    with pytest.raises(ValueError, match=rf"already holds a run \(.*"
+                       rf"{re.escape(existing[0])}"):
+        import_tf1.import_checkpoint(prefix, str(out), config)
+    for name in existing:
+        assert (out / name).read_bytes() == name.encode()
+    assert sorted(os.listdir(out)) == sorted((*existing, ".trainer.lock"))
+
+
+def test_import_takes_the_run_lock(tmp_path):
+    config = config_lib.TrainConfig(model=TINY_MODEL)
+    prefix = _write_tf1_checkpoint(
+        str(tmp_path / "tf1" / "model.ckpt"),
+        {"model/x": np.zeros(2, np.float32)})
+    out = tmp_path / "out"
+    out.mkdir()
+    with run_lock.RunLock(str(out)):
+        with pytest.raises(run_lock.RunLockedError,
+                           match="another trainer is using"):
+            import_tf1.import_checkpoint(prefix, str(out), config)
+    assert os.listdir(out) == [".trainer.lock"]

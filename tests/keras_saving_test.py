@@ -3,9 +3,9 @@
 The round trip saves a functional model built from the public layers, a
 tiny Generator and a tiny Discriminator, after training-mode calls have
 moved u and the BN statistics away from their initial values. One fresh
-process loads all three and repeats the same calls; its weights right
-after loading and its outputs in both modes must equal the saving
-process's.
+process, whose only project import is `import sagan_tf`, loads all three
+and repeats the same calls; its weights right after loading and its
+outputs in both modes must equal the saving process's.
 """
 
 import os
@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import keras
+import keras_exercise
 import numpy as np
 import pytest
 
@@ -92,38 +93,6 @@ def _inputs(rng):
     }
 
 
-def _weights(model):
-    return {w.path: w.numpy() for w in model.weights}
-
-
-def exercise(name, model, inputs, record):
-    """Inference call, training call, then the state: into `record`."""
-    def call(training):
-        if name == "functional":
-            return model(inputs, training=training)
-        return model(*inputs, training=training)
-
-    record[f"{name}/inference"] = np.asarray(call(False))
-    record[f"{name}/training"] = np.asarray(call(True))
-    for path, value in _weights(model).items():
-        record[f"{name}/after/{path}"] = value
-
-
-def _load_and_exercise(directory):
-    """Runs in the fresh process."""
-    with np.load(os.path.join(directory, "inputs.npz")) as data:
-        inputs = {name: [data[f"{name}/0"], data[f"{name}/1"]]
-                  for name in ("functional", "generator", "discriminator")}
-    record = {}
-    for name, model_inputs in inputs.items():
-        model = keras.saving.load_model(
-            os.path.join(directory, f"{name}.keras"))
-        for path, value in _weights(model).items():
-            record[f"{name}/loaded/{path}"] = value
-        exercise(name, model, model_inputs, record)
-    np.savez(os.path.join(directory, "child.npz"), **record)
-
-
 def test_keras_round_trip_in_a_fresh_process(tmp_path):
     rng = np.random.default_rng(0)
     built = {
@@ -148,10 +117,10 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path):
         for layer in attention:
             layer.gamma.assign(0.7)
         for _ in range(2):
-            exercise(name, model, inputs[name], {})
+            keras_exercise.exercise(name, model, inputs[name], {})
         model.save(str(tmp_path / f"{name}.keras"))
-        saved[name] = _weights(model)
-        exercise(name, model, inputs[name], record)
+        saved[name] = keras_exercise.weights(model)
+        keras_exercise.exercise(name, model, inputs[name], record)
     moving = [v for k, v in saved["generator"].items()
               if k.endswith("moving_mean")]
     assert moving and all(np.abs(m).max() > 0 for m in moving)
@@ -159,16 +128,25 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path):
         f"{name}/{i}": value
         for name, pair in inputs.items() for i, value in enumerate(pair)})
 
+    # The child's only project import is `import sagan_tf`: that alone
+    # must register every layer and both models. keras_exercise is a test
+    # helper that imports only keras and numpy.
     code = (
         f"import sys; sys.path.insert(0, {TESTS!r}); "
-        "import keras_saving_test as t; "
-        f"t._load_and_exercise({str(tmp_path)!r})"
+        "import sagan_tf; import keras_exercise; "
+        f"keras_exercise.load_and_exercise({str(tmp_path)!r}); "
+        "print('MODULES', sorted(sys.modules))"
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env,
+        [sys.executable, "-c", code], cwd=tmp_path, env=env,
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+    modules = result.stdout.split("MODULES", 1)[1]
+    # `import sagan_tf` stays cheap: no evaluation, training or TF-GAN.
+    for heavy in ("sagan_tf.evaluation", "sagan_tf.training",
+                  "sagan_tf.data", "tensorflow_gan"):
+        assert f"'{heavy}" not in modules, heavy
 
     with np.load(tmp_path / "child.npz") as child:
         child = dict(child)

@@ -111,3 +111,24 @@ def test_stats_cache_round_trip_and_key(tmp_path, activations):
     np.testing.assert_array_equal(extras["extra"], np.arange(3))
     assert cache.load(dict(key, classifier="b")) is None
     assert cache.load(dict(key, sample_size=10)) is None
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[: len(data) // 2],  # zipfile.BadZipFile
+    lambda data: b"\x80\x04garbage" * 50,  # numpy's pickle message
+    lambda data: data.replace(b"mean", b"mEan"),  # a member missing
+])
+def test_damaged_stats_cache_is_a_miss_with_a_warning(
+    tmp_path, activations, capsys, damage
+):
+    cache = metrics.StatsCache(str(tmp_path))
+    key = {"name": "real", "sample_size": 300}
+    stats = metrics.ActivationStats.from_activations(activations[0])
+    path = cache.save(key, stats, ["f1"])
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(damage(data))
+    assert cache.load(key) is None
+    assert f"the real-statistics cache {path} is damaged" in (
+        capsys.readouterr().err)

@@ -1,5 +1,6 @@
 """The package metadata: pyproject's ranges against requirements.txt's pins."""
 
+import importlib
 import importlib.metadata
 import os
 import re
@@ -64,3 +65,41 @@ def test_the_tests_run_on_the_installed_package():
     assert version == sagan_tf.__version__
     assert os.path.dirname(os.path.abspath(sagan_tf.__file__)) == (
         os.path.join(ROOT, "sagan_tf"))
+
+
+def _pyproject():
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def test_python_requirement_matches_what_is_tested():
+    project = _pyproject()
+    # tomllib (these tests) and ruff's target need 3.11.
+    assert project["project"]["requires-python"] == ">=3.11"
+    assert project["tool"]["ruff"]["target-version"] == "py311"
+    assert "keras" in _declared()
+
+
+# Console command -> the top-level script of a clone that runs the same
+# program.
+COMMANDS = {
+    "sagan-train": "train_imagenet.py",
+    "sagan-eval": "eval_imagenet.py",
+    "sagan-convert": os.path.join("data", "convert_imagenet.py"),
+    "sagan-import-tf1": os.path.join("sagan_tf", "import_tf1.py"),
+}
+
+
+def test_console_commands_run_the_scripts_programs():
+    scripts = _pyproject()["project"]["scripts"]
+    assert sorted(scripts) == sorted(COMMANDS)
+    for command, target in scripts.items():
+        module_name, function = target.split(":")
+        module = importlib.import_module(module_name)
+        assert function == "run" and callable(module.run), command
+        # The clone's script calls the same module's run().
+        with open(os.path.join(ROOT, COMMANDS[command])) as f:
+            script = f.read()
+        package, name = module_name.rsplit(".", 1)
+        assert f"from {package} import {name}" in script, command
+        assert f"{name}.run()" in script, command

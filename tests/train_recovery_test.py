@@ -23,6 +23,7 @@ import eval_fixtures as fx
 import pytest
 import tensorflow as tf
 from absl import flags
+from tensorflow.python.training import py_checkpoint_reader
 
 from sagan_tf.commands import train as train_command
 from sagan_tf.training import (
@@ -242,6 +243,77 @@ def test_no_readable_checkpoint_stops_and_start_over_moves_all_aside(
     assert code == 1 and "no records in the 1 shard(s)" in out, out
 
 
+def _flaky_reader(monkeypatch, error, failures):
+    """The checkpoint reader that every checkpoint read opens (checks and
+    restores) raising `error` on its first `failures` calls: a storage
+    fault under the checkpoint code. Returns the calls."""
+    real, calls = py_checkpoint_reader.NewCheckpointReader, []
+
+    def flaky(prefix):
+        calls.append(prefix)
+        if len(calls) <= failures:
+            raise error(None, None, f"{prefix}.index; injected fault")
+        return real(prefix)
+
+    monkeypatch.setattr(py_checkpoint_reader, "NewCheckpointReader", flaky)
+    return calls
+
+
+def _layout(run_dir):
+    return sorted(
+        os.path.relpath(os.path.join(root, name), run_dir)
+        for root, _, names in os.walk(run_dir) for name in names
+        if name.startswith("ckpt-")
+    )
+
+
+@pytest.mark.parametrize("error", [
+    tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+])
+def test_passing_storage_error_is_retried_not_taken_for_damage(
+    records, base_run, tmp_path, capsys, monkeypatch, error
+):
+    checkpoint_dir, run_dir = copy_run(base_run, tmp_path)
+    before, layout = md5s(run_dir), _layout(run_dir)
+    calls = _flaky_reader(monkeypatch, error, failures=2)
+    code, out = run_main(capsys, *flags_for(records, checkpoint_dir,
+                                            "--max_steps=4"))
+    assert code == 0 and "resuming at global step 4" in out, out
+    assert len(calls) >= 3 and "skipping" not in out
+    assert _layout(run_dir) == layout
+    assert_unchanged(before, run_dir)
+
+
+@pytest.mark.parametrize("error, tries", [
+    (tf.errors.UnavailableError, None),
+    (tf.errors.PermissionDeniedError, 1),
+])
+def test_lasting_storage_error_stops_and_moves_nothing(
+    records, base_run, tmp_path, capsys, monkeypatch, error, tries
+):
+    checkpoint_dir, run_dir = copy_run(base_run, tmp_path)
+    before, layout = md5s(run_dir), _layout(run_dir)
+    calls = _flaky_reader(monkeypatch, error, failures=10**6)
+    code, out = run_main(capsys, *flags_for(
+        records, checkpoint_dir, "--max_steps=6",
+        "--storage_retry_secs=0.6"))
+    assert code == 1, out
+    ckpt4 = os.path.join(run_dir, "ckpt-4")
+    assert re.search(
+        rf"error: reading {re.escape(ckpt4)} failed with {error.__name__} "
+        r"\(.*injected fault\).* not evidence that the files are damaged: "
+        r"nothing was moved", out), out
+    if tries is None:
+        assert len(calls) > 1 and "--storage_retry_secs" in out
+    else:
+        assert len(calls) == tries and "read access" in out
+    assert "skipping" not in out and "Traceback" not in out
+    assert _layout(run_dir) == layout
+    assert not os.path.exists(
+        os.path.join(run_dir, checkpoint_files.UNREADABLE_DIR))
+    assert_unchanged(before, run_dir)
+
+
 def test_damaged_config_json_is_named(records, base_run, tmp_path, capsys):
     checkpoint_dir, run_dir = copy_run(base_run, tmp_path)
     config_path = os.path.join(run_dir, "config.json")
@@ -355,3 +427,41 @@ def test_sigkill_twice_then_resume(records, tmp_path):
         assert checkpoint_files.problem(found) is None, found
     latest = tf.train.latest_checkpoint(run_dir)
     assert latest.endswith(f"ckpt-{newest + 2}")
+
+
+def test_remote_filesystem_resume_moves_aside_without_a_lock(
+    records, base_run, capsys
+):
+    # TF's in-memory filesystem stands in for gs://: no flock, moves by
+    # tf.io.gfile.rename, the state file rewritten through gfile.
+    checkpoint_dir = f"ram://recovery_{os.getpid()}/ck"
+    run_dir = f"{checkpoint_dir}/imagenet_{BATCH}"
+    local = os.path.join(base_run, f"imagenet_{BATCH}")
+    tf.io.gfile.makedirs(run_dir)
+    before = {}
+    for name in os.listdir(local):
+        with open(os.path.join(local, name), "rb") as f:
+            data = f.read()
+        if name.startswith("ckpt-4.data"):
+            data = data[: len(data) // 2]
+        with tf.io.gfile.GFile(f"{run_dir}/{name}", "wb") as f:
+            f.write(data)
+        if name.startswith("ckpt-"):
+            before[name] = hashlib.md5(data).hexdigest()
+    code, out = run_main(capsys, *flags_for(records, checkpoint_dir,
+                                            "--max_steps=2"))
+    assert code == 0, out
+    assert re.search(r"skipping checkpoint ram://\S+ckpt-4: its data file "
+                     r"ckpt-4.data-00000-of-00001 is truncated", out), out
+    assert "resuming at global step 2" in out and "Traceback" not in out
+    aside = f"{run_dir}/{checkpoint_files.UNREADABLE_DIR}"
+    assert sorted(tf.io.gfile.listdir(aside)) == sorted(
+        n for n in before if n.startswith("ckpt-4."))
+    for name, digest in before.items():
+        path = (f"{aside}/{name}" if name.startswith("ckpt-4.")
+                else f"{run_dir}/{name}")
+        with tf.io.gfile.GFile(path, "rb") as f:
+            assert hashlib.md5(f.read()).hexdigest() == digest, name
+    assert not tf.io.gfile.exists(f"{run_dir}/.trainer.lock")
+    state = tf.train.get_checkpoint_state(run_dir)
+    assert os.path.basename(state.model_checkpoint_path) == "ckpt-2"

@@ -4,6 +4,10 @@ folder of class folders to training shards.
     sagan-convert --input_dir ILSVRC2012/train \
         --output_dir ./data --image_size 128 --num_shards 1024
 
+A folder of images without class folders (or any tree, with --unlabeled)
+converts as unlabeled data: every label 0, for training with
+--number_classes 0.
+
 Writes <output_dir>/train-NNNNN-of-MMMMM.tfrecords in the released format
 (raw uint8 image_raw + int64 label = index of the sorted class folder name)
 and labels.txt. Each image becomes RGB, is cropped to its largest centred
@@ -16,7 +20,7 @@ the same command resumes: finished shards are kept. Errors end with status
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from sagan_tf import cli, paths
 from sagan_tf import config as config_lib
@@ -34,7 +38,8 @@ def define_flags(fv=flags.FLAGS):
         "input_dir", _C.input_dir,
         "Folder with one sub-folder per class (e.g. ILSVRC2012/train with one"
         " folder per WordNet ID). Labels are the indices of the sorted folder"
-        " names.",
+        " names. A folder of images without class folders converts as"
+        " unlabeled data (every label 0; train with --number_classes 0).",
         flag_values=fv)
     flags.DEFINE_string(
         "output_dir", _C.output_dir,
@@ -61,6 +66,12 @@ def define_flags(fv=flags.FLAGS):
         "Seed of the shuffle that assigns images to shards; the same seed"
         " gives the same shards, which resuming relies on.",
         flag_values=fv)
+    flags.DEFINE_boolean(
+        "unlabeled", _C.unlabeled,
+        "Take every image under --input_dir, recursively, as unlabeled data"
+        " (every label 0; train with --number_classes 0), class folders or"
+        " not: for datasets shipped in nested folders, e.g. LSUN exports.",
+        flag_values=fv)
     cli.define_debug_flag(fv)
     flags.mark_flag_as_required("input_dir", flag_values=fv)
 
@@ -75,15 +86,12 @@ def _convert(fv):
     summary = converter.convert(
         c.input_dir, c.output_dir,
         image_size=c.image_size, num_shards=c.num_shards,
-        seed=c.seed, num_workers=c.num_workers or os.cpu_count() or 1)
+        seed=c.seed, num_workers=c.num_workers or os.cpu_count() or 1,
+        unlabeled=c.unlabeled)
     return 0 if summary.images_written or summary.shards_resumed else 1
 
 
-def main(argv, flag_values=flags.FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    return cli.run(lambda: _convert(flag_values),
-                   cli.program_name(argv, PROGRAM), debug=flag_values.debug)
+main = cli.command_main(_convert, PROGRAM)
 
 
 def run():

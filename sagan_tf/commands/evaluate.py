@@ -3,8 +3,9 @@ SAGAN generator (the released `eval_imagenet.py` and its flags).
 
 --mode eval (default), as released: watches
 <checkpoint_dir>/imagenet_<batch_size>, computes IS / FID (and KID,
-intra-class FID) of each new checkpoint and writes TensorBoard summaries and
-results.jsonl to <checkpoint_dir>/eval/imagenet_<batch_size>:
+intra-class FID) of the newest checkpoint not yet scored (every unscored
+one, oldest first, with --eval_all_checkpoints) and writes TensorBoard
+summaries and results.jsonl to <checkpoint_dir>/eval/imagenet_<batch_size>:
 
     sagan-eval --generator_type test --data_dir ./data
 
@@ -14,6 +15,10 @@ attention maps of the latest (or --checkpoint_path) checkpoint into
 
 --mode export: the generator as a SavedModel with the signature
 generate(z, labels) -> images into --export_dir.
+
+--num_classes 0 takes an unconditional G (trained with --number_classes
+0): a sample grid without class rows, no intra-class FID, and an export
+whose signature is generate(z) -> images.
 
 --standing_stats_batches N (all modes, off by default) recomputes G's BN
 moving averages from N batches of G in training mode after restoring it.
@@ -26,7 +31,7 @@ Python traceback instead. No lock is taken: evaluation only reads the run.
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from sagan_tf import cli
 from sagan_tf import config as config_lib
@@ -119,7 +124,8 @@ def define_flags(fv=flags.FLAGS):
     flags.DEFINE_integer(
         "num_classes",
         _MODEL.number_classes,
-        "Number of classes of G.",
+        "Number of classes of G; 0 = an unconditional G (trained with "
+        "--number_classes 0).",
         flag_values=fv,
     )
     flags.DEFINE_enum(
@@ -264,13 +270,15 @@ def define_flags(fv=flags.FLAGS):
     flags.DEFINE_list(
         "sample_classes",
         [str(c) for c in _EVAL.sample_classes],
-        "Classes of the sample grid rows and attention figure.",
+        "Classes of the sample grid rows and attention figure (unconditional"
+        " G: only their count, the attention figure's rows).",
         flag_values=fv,
     )
     flags.DEFINE_integer(
         "samples_per_class",
         _EVAL.samples_per_class,
-        "Columns of the sample grid.",
+        "Columns of the sample grid (unconditional G: rows and columns of"
+        " sample_grid.png).",
         flag_values=fv,
     )
     flags.DEFINE_integer(
@@ -308,6 +316,23 @@ def define_flags(fv=flags.FLAGS):
         "Repeatable scores on GPUs too: TensorFlow's op determinism "
         "(slower) and a deterministic real-image pipeline. Needs --seed; "
         "without one, a seed is picked and printed.",
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        "storage_retry_secs",
+        _EVAL.storage_retry_secs,
+        "Seconds a transient storage error (Unavailable, DeadlineExceeded, "
+        "Aborted, Internal; e.g. on gs://) is retried, with backoff, while "
+        "a checkpoint is read; then the command stops.",
+        flag_values=fv,
+    )
+    flags.DEFINE_boolean(
+        "eval_all_checkpoints",
+        _EVAL.eval_all_checkpoints,
+        "--mode eval: score every checkpoint not yet in results.jsonl, "
+        "oldest first (a full curve). Off: each poll scores the newest "
+        "checkpoint once, as the released evaluator, and waits for a newer "
+        "one when it is scored already.",
         flag_values=fv,
     )
     cli.define_debug_flag(fv)
@@ -408,11 +433,7 @@ def _run_mode(fv, config):
         export.export_generator(restorer.generator, export_dir)
 
 
-def main(argv, flag_values=FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    cli.run(lambda: _main(flag_values), cli.program_name(argv, PROGRAM),
-            debug=flag_values.debug)
+main = cli.command_main(_main, PROGRAM)
 
 
 def run():

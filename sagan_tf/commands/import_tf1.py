@@ -12,7 +12,7 @@ sagan_tf/config.py.
 import dataclasses
 import os
 
-from absl import app, flags
+from absl import flags
 
 from sagan_tf import cli
 from sagan_tf import config as config_lib
@@ -91,11 +91,7 @@ def _import(fv):
     )
 
 
-def main(argv, flag_values=flags.FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    cli.run(lambda: _import(flag_values), cli.program_name(argv, PROGRAM),
-            debug=flag_values.debug)
+main = cli.command_main(_import, PROGRAM)
 
 
 def run():

@@ -18,7 +18,7 @@ file or value at fault; --debug shows the Python traceback instead.
 Flag defaults live in sagan_tf/config.py.
 """
 
-from absl import app, flags
+from absl import flags
 
 from sagan_tf import cli
 from sagan_tf import config as config_lib
@@ -81,7 +81,9 @@ def define_flags(fv=flags.FLAGS):
         flag_values=fv)
     flags.DEFINE_integer(
         "number_classes", _M.number_classes,
-        "Number of classes (labels lie in [0, number_classes)).",
+        "Number of classes (labels lie in [0, number_classes)); 0 trains "
+        "an unconditional SAGAN (plain BN in G, no projection in D) and "
+        "ignores the labels in the data.",
         flag_values=fv)
     flags.DEFINE_integer(
         "d_step", _T.d_step, "Discriminator updates per global step.",
@@ -187,6 +189,12 @@ def define_flags(fv=flags.FLAGS):
         "--data_format tfds: where TFDS keeps the prepared dataset "
         "(default: TFDS's own).",
         flag_values=fv)
+    flags.DEFINE_boolean(
+        "random_flip", _D.random_flip,
+        "Mirror each real image left-right with probability 1/2 (generated "
+        "images never); off as released. Usual for faces, scenes and small "
+        "datasets.",
+        flag_values=fv)
     flags.DEFINE_integer(
         "inject_nan_at_step", _T.inject_nan_at_step,
         "Testing aid: make G's weights NaN at this global step to exercise the "
@@ -206,6 +214,14 @@ def define_flags(fv=flags.FLAGS):
         "order). Needs --seed; without one, a seed is picked and printed. "
         "An op with no deterministic kernel on the device stops the run, "
         "named.",
+        flag_values=fv)
+    flags.DEFINE_float(
+        "storage_retry_secs", _T.storage_retry_secs,
+        "Seconds a transient storage error (Unavailable, DeadlineExceeded, "
+        "Aborted, Internal; e.g. on gs://) is retried, with backoff, while "
+        "checkpoints are read; then the run stops, moving nothing. Only "
+        "damage (checksum, truncated or missing file) sets a checkpoint "
+        "aside.",
         flag_values=fv)
     cli.define_debug_flag(fv)
 
@@ -240,11 +256,7 @@ def _train(f):
     loop.run(config)
 
 
-def main(argv, flag_values=FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    cli.run(lambda: _train(flag_values), cli.program_name(argv, PROGRAM),
-            debug=flag_values.debug)
+main = cli.command_main(_train, PROGRAM)
 
 
 def run():

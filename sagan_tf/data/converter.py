@@ -4,11 +4,18 @@ Input: `<input_dir>/<class>/.../<image>`, e.g. ImageNet's train folder with
 one folder per WordNet ID. Labels are the indices of the class folder names
 in sorted order (the released convention, also TFDS imagenet2012's).
 
+Unlabeled input: a folder whose images lie directly in it (no class
+folders), or any folder tree with `unlabeled=True` (every file under it,
+recursively, e.g. an LSUN export). Every label is 0; labels.txt and
+conversion.json say the data is unlabeled, and training takes it with
+`--number_classes 0` (an unconditional SAGAN).
+
 Output in `<output_dir>`:
   train-00000-of-01024.tfrecords ...  tf.train.Example records with
       `image_raw` (raw uint8 S x S x 3 HWC bytes), `label` (int64) and
       `height`, `width`, `depth` (int64);
-  labels.txt       one "index<TAB>folder name" line per class;
+  labels.txt       one "index<TAB>folder name" line per class
+                   (unlabeled: the one line UNLABELED_LINE);
   conversion.json  the settings, checked when a run is resumed.
 
 Images are shuffled with a seeded permutation and split into shards of
@@ -33,6 +40,8 @@ from sagan_tf import cli, paths
 from sagan_tf.data import preprocessing
 
 LABELS_FILE = "labels.txt"
+UNLABELED_LINE = "0\t(unlabeled: every label is 0; train with" \
+    " --number_classes 0)\n"
 MANIFEST_FILE = "conversion.json"
 _TEMP_PREFIX = "incomplete-"
 _TEMP_SUFFIX = ".part"
@@ -66,8 +75,9 @@ def scan_class_folders(input_dir):
     ignored = [n for n in entries if n not in classes]
     if not classes:
         raise ValueError(
-            f"--input_dir {input_dir!r} has no class folders (expected one"
-            " folder per class, e.g. ImageNet's train/n01440764/...)"
+            f"--input_dir {input_dir!r} has no class folders and no images"
+            " (expected one folder per class, e.g. ImageNet's"
+            " train/n01440764/..., or the images themselves)"
         )
     items = []
     for label, name in enumerate(classes):
@@ -79,6 +89,49 @@ def scan_class_folders(input_dir):
     if not items:
         raise ValueError(f"the class folders of {input_dir!r} hold no files")
     return classes, items, ignored
+
+
+def _files_under(folder):
+    """Every non-hidden file under `folder`, recursively, sorted."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in sorted(files)
+                  if not f.startswith(".")]
+    return found
+
+
+def scan_folder(input_dir, unlabeled=False):
+    """Lists the images to convert and whether they are unlabeled.
+
+    Class folders give labeled data (`scan_class_folders`). A folder with
+    no class folders, or any folder with `unlabeled`, gives unlabeled data:
+    every non-hidden file under it (recursively), label 0.
+
+    Returns:
+        (classes, items, ignored, unlabeled): as `scan_class_folders`;
+        classes is [] and ignored [] for unlabeled data.
+
+    Raises:
+        ValueError: input_dir is missing or holds no files.
+    """
+    if not os.path.isdir(input_dir):
+        raise ValueError(f"--input_dir {input_dir!r} is not a folder")
+    if not unlabeled:
+        unlabeled = not any(
+            os.path.isdir(os.path.join(input_dir, name))
+            for name in os.listdir(input_dir) if not name.startswith(".")
+        )
+        if unlabeled and not _files_under(input_dir):
+            return scan_class_folders(input_dir) + (False,)  # raises
+    if not unlabeled:
+        return scan_class_folders(input_dir) + (False,)
+    items = [(path, 0) for path in _files_under(input_dir)]
+    if not items:
+        raise ValueError(
+            f"--input_dir {input_dir!r} holds no files (--unlabeled takes"
+            " every image under it)")
+    return [], items, [], True
 
 
 def plan_shards(items, num_shards, seed):
@@ -106,14 +159,20 @@ class Summary:
     # Shards whose every file was unreadable; not written.
     empty_shards: list = dataclasses.field(default_factory=list)
     ignored: list = dataclasses.field(default_factory=list)
+    unlabeled: bool = False
 
     def lines(self):
+        source = (f"{self.num_classes} classes" if not self.unlabeled
+                  else "no classes")
         out = [
-            f"{self.images_written} images from {self.num_classes} classes"
+            f"{self.images_written} images from {source}"
             f" written to {self.shards_written} shard(s);"
             f" {self.shards_resumed} shard(s) already finished were kept.",
             f"{len(self.skipped)} unreadable file(s) skipped.",
         ]
+        if self.unlabeled:
+            out.insert(0, "Unlabeled data (every label is 0): train it with"
+                          " --number_classes 0, an unconditional SAGAN.")
         out += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
         if self.ignored:
             out.append(
@@ -217,17 +276,19 @@ def _check_manifest(output_dir, manifest):
 
 
 def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
-            num_workers=1, stream=None):
+            num_workers=1, stream=None, unlabeled=False):
     """Converts an image folder tree to released-format shards.
 
     Args:
-        input_dir: folder of class folders.
+        input_dir: folder of class folders, or of images (unlabeled).
         output_dir: where shards, labels.txt and conversion.json go.
         image_size: side S of the stored images.
         num_shards: number of output shards.
         seed: seed of the image shuffle.
         num_workers: decoding processes; 1 decodes in this process.
         stream: where progress and warnings go (default stderr).
+        unlabeled: take every file under input_dir, recursively, as
+            unlabeled data (label 0), class folders or not.
 
     Returns:
         Summary.
@@ -243,7 +304,7 @@ def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
     if num_workers < 1:
         raise ValueError(f"--num_workers must be positive, got {num_workers}")
     stream = stream or sys.stderr
-    classes, items, ignored = scan_class_folders(input_dir)
+    classes, items, ignored, unlabeled = scan_folder(input_dir, unlabeled)
     if num_shards > len(items):
         raise ValueError(
             f"--num_shards {num_shards} is more than the {len(items)} files"
@@ -257,19 +318,26 @@ def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
         for name in (MANIFEST_FILE, LABELS_FILE)
     }
     paths.make_folder(output_dir, "--output_dir")
-    _check_manifest(output_dir, {
+    manifest = {
         "input_dir": os.path.abspath(input_dir),
         "image_size": image_size,
         "num_shards": num_shards,
         "seed": seed,
         "num_files": len(items),
         "num_classes": len(classes),
-    })
+    }
+    if unlabeled:
+        # Only then: labeled conversions made before the key existed still
+        # resume.
+        manifest["unlabeled"] = True
+    _check_manifest(output_dir, manifest)
     _write_atomic(
         os.path.join(output_dir, LABELS_FILE),
+        UNLABELED_LINE if unlabeled else
         "".join(f"{i}\t{name}\n" for i, name in enumerate(classes)),
     )
-    summary = Summary(num_classes=len(classes), ignored=ignored)
+    summary = Summary(num_classes=len(classes), ignored=ignored,
+                      unlabeled=unlabeled)
     todo = []
     for index, shard in enumerate(shards):
         name = shard_name(index, num_shards)
@@ -281,7 +349,9 @@ def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
         if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
             # Left by a killed run; its shard is redone below.
             os.remove(os.path.join(output_dir, name))
-    print(f"{len(items)} files in {len(classes)} classes;"
+    where = ("unlabeled" if unlabeled
+             else f"in {len(classes)} classes")
+    print(f"{len(items)} files {where};"
           f" {len(todo)} of {num_shards} shard(s) to write"
           f" ({summary.shards_resumed} already finished).",
           file=stream, flush=True)

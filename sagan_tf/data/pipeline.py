@@ -2,7 +2,9 @@
 
 Every source yields (images, labels): float32 [batch, S, S, 3] in [-1, 1]
 (x * 2 / 255 - 1, as released) and int32 [batch] class indices in
-[0, num_classes).
+[0, num_classes); with num_classes 0 (unconditional) the stored labels are
+ignored and every label is 0. `DataConfig.random_flip` mirrors each real
+image left-right with probability 1/2 (off as released).
 
 Sources (`DataConfig.data_format`):
   records  `<data_dir>/*.tfrecords`, the released format: `image_raw` holds
@@ -115,6 +117,17 @@ def _tfds_pipeline(config, input_context, shuffle):
     return dataset.map(unpack)
 
 
+def _flip_fn(seed):
+    """(image, label) -> (image mirrored left-right with probability 1/2,
+    label), one coin per image; only real images pass through here."""
+
+    def flip(image, label):
+        # [S, S, 3]: axis 1 is the width.
+        return tf.image.random_flip_left_right(image, seed=seed), label
+
+    return flip
+
+
 def build_dataset(config, *, image_size, batch_size, num_classes,
                   input_context=None, repeat=True, shuffle=True,
                   skip_batches=0):
@@ -131,7 +144,7 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
         image_size: output side S; raw records must hold S*S*3 bytes.
         batch_size: examples per batch (per replica under a strategy).
         num_classes: labels (after label_offset) must lie in
-            [0, num_classes).
+            [0, num_classes); 0 ignores them (every label 0).
         input_context: tf.distribute.InputContext, or None for one pipeline.
         repeat: repeat forever.
         shuffle: shuffle files and records.
@@ -147,10 +160,10 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
         ValueError (DataError for bad shard contents): see `list_files` and
         `validate_first_record`.
     """
-    if image_size < 1 or batch_size < 1 or num_classes < 1:
+    if image_size < 1 or batch_size < 1 or num_classes < 0:
         raise ValueError(
-            f"image_size ({image_size}), batch_size ({batch_size}) and"
-            f" num_classes ({num_classes}) must be positive")
+            f"image_size ({image_size}) and batch_size ({batch_size}) must"
+            f" be positive and num_classes ({num_classes}) >= 0")
     if config.data_format == "tfds":
         dataset = _tfds_pipeline(config, input_context, shuffle)
         deterministic = config.seed is not None or config.deterministic
@@ -178,6 +191,10 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
     dataset = dataset.map(
         parse, num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic)
+    if config.random_flip:
+        dataset = dataset.map(
+            _flip_fn(config.seed), num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic)
     dataset = dataset.batch(batch_size, drop_remainder=True)
     if config.deterministic:
         # Also for the stages that take no `deterministic` argument.

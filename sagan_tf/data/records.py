@@ -120,13 +120,22 @@ def decode_image(encoded):
     return image
 
 
+# The class count comes from a flag the message names (training's name,
+# and the released evaluator's).
+_CLASSES_FLAG = ("the number of classes is --number_classes, --num_classes "
+                 "in sagan-eval")
+
+
 def _checked_label(label, filename, label_offset, num_classes, hint):
+    if num_classes == 0:
+        # Unconditional training ignores the stored labels.
+        return tf.zeros_like(tf.cast(label, tf.int32))
     label = tf.cast(label, tf.int32) + label_offset
     in_range = tf.logical_and(label >= 0, label < num_classes)
     check = errors.require(
         in_range, "label ", tf.strings.as_string(label), " in ", filename,
         f" is outside [0, {num_classes}) (stored label plus --label_offset"
-        f" {label_offset}){hint}",
+        f" {label_offset}; {_CLASSES_FLAG}){hint}",
     )
     with tf.control_dependencies([check]):
         return tf.identity(label)
@@ -290,8 +299,8 @@ def validate_first_record(config, files, *, image_size, num_classes):
     if label is None:
         raise DataError(f"{path}: the {label_key} feature holds no integer")
     label += config.label_offset
-    if not 0 <= label < num_classes:
+    if num_classes and not 0 <= label < num_classes:
         raise DataError(
             f"label {label} in {path} is outside [0, {num_classes}) (stored"
-            f" label plus --label_offset {config.label_offset})"
-            f"{_label_hint(config)}")
+            f" label plus --label_offset {config.label_offset}; "
+            f"{_CLASSES_FLAG}){_label_hint(config)}")

@@ -202,7 +202,8 @@ class AttentionSummary:
         self.z = tf.constant(
             rng.standard_normal((num_samples, generator.z_dim)), tf.float32)
         self.labels = tf.constant(
-            np.arange(num_samples) % generator.num_classes, tf.int32)
+            np.arange(num_samples) % max(generator.num_classes, 1),
+            tf.int32)
 
     def figures(self):
         """Returns {tag: uint8 [H, W, 3]}, one per attention layer."""

@@ -9,6 +9,8 @@ G's BN moving averages after each restore (`standing_stats.py`). Layout, as
 released:
 
 * checkpoints: `<checkpoint_dir>/imagenet_<batch_size>/ckpt-<step>`;
+* which: each poll scores the newest checkpoint not yet in results.jsonl
+  (`--eval_all_checkpoints`: every one not in it, oldest first);
 * summaries (`eval/fid`, `eval/incscore`, ... at the checkpoint's step, and
   the `eval_vis/*_grid` images), `results.jsonl` (one line per evaluated
   checkpoint) and the real-statistics cache:
@@ -16,6 +18,7 @@ released:
   statistics in its `standing_stats_<N>/`).
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -55,6 +58,10 @@ class Evaluator:
             )
         if config.dcgan_generator_batch_size < 1:
             raise ValueError("--dcgan_generator_batch_size must be >= 1")
+        if config.intra_fid_classes and not config.model.number_classes:
+            print("Note: --num_classes 0 (unconditional G): no intra-class "
+                  "FID; --intra_fid_classes is ignored.", flush=True)
+            config = dataclasses.replace(config, intra_fid_classes=())
         for c in config.intra_fid_classes:
             if not 0 <= c < config.model.number_classes:
                 raise ValueError(
@@ -90,7 +97,8 @@ class Evaluator:
 
     def _random_labels(self, n):
         return self._rng.uniform(
-            [n], 0, self.config.model.number_classes, dtype=tf.int32
+            # Unconditional G (0 classes) ignores them: all zeros.
+            [n], 0, max(self.config.model.number_classes, 1), dtype=tf.int32
         )
 
     def generated_activations(self, count, label=None, tag="generated"):
@@ -263,11 +271,22 @@ class Evaluator:
 
     def checkpoints(self):
         """Paths of the run's complete checkpoints, oldest first."""
-        found = checkpoint_files.find(self.run_dir)
+        found = checkpoint_files.retrying(
+            lambda: checkpoint_files.find(self.run_dir), self.run_dir,
+            self.config.storage_retry_secs,
+        )
         return [c.prefix for c in reversed(found) if c.complete]
 
     def run(self, stop=None):
-        """Watches the run directory and evaluates each new checkpoint once.
+        """Watches the run directory and scores checkpoints, each once.
+
+        Each poll takes the newest checkpoint, as the released evaluator's
+        `checkpoints_iterator` does; when results.jsonl shows it scored
+        already (also by an earlier process), it waits for a newer one.
+        With `eval_all_checkpoints`, every unscored checkpoint is scored,
+        oldest first. A damaged checkpoint is skipped with a warning naming
+        its file (the next older one is then the newest), and one that
+        training rotated out while it was being read, too.
 
         Args:
             stop: optional threading.Event that ends the loop.
@@ -277,34 +296,47 @@ class Evaluator:
         """
         config = self.config
         done = self.evaluated()
+        skipped = set()
         results = []
         print(f"Watching {self.run_dir}; results in {self.results_path}",
               flush=True)
         while stop is None or not stop.is_set():
-            pending = [p for p in self.checkpoints()
-                       if os.path.basename(p) not in done]
-            if not pending:
+            path = self._next(done, skipped)
+            if path is None:
                 print(self._waiting_line(done), flush=True)
                 if stop is not None:
                     stop.wait(config.eval_interval_secs)
                 else:
                     time.sleep(config.eval_interval_secs)
                 continue
-            path = pending[0]
-            done.add(os.path.basename(path))
+            name = os.path.basename(path)
             try:
                 results.append(self.evaluate_checkpoint(path))
             except CheckpointGoneError as err:
-                cli.warn(f"skipping a checkpoint deleted while being read: "
-                         f"{err}")
+                skipped.add(name)
+                cli.warn(f"skipping checkpoint {err}. Taking the newest "
+                         "checkpoint again.")
                 continue
             except UnreadableCheckpointError as err:
-                cli.warn(f"skipping checkpoint {err}. Watching for the "
-                         "next one.")
+                skipped.add(name)
+                cli.warn(f"skipping checkpoint {err}. Taking the next "
+                         "older one, or waiting for a new one.")
                 continue
+            done.add(name)
             if config.num_evals and len(results) >= config.num_evals:
                 break
         return results
+
+    def _next(self, done, skipped):
+        """The checkpoint to score now, or None to wait."""
+        listed = [p for p in self.checkpoints()
+                  if os.path.basename(p) not in skipped]
+        if self.config.eval_all_checkpoints:
+            pending = [p for p in listed if os.path.basename(p) not in done]
+            return pending[0] if pending else None
+        if listed and os.path.basename(listed[-1]) not in done:
+            return listed[-1]
+        return None
 
     def _waiting_line(self, done):
         if not tf.io.gfile.isdir(self.run_dir):

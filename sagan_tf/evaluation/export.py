@@ -8,9 +8,11 @@ The SavedModel needs neither this package nor Keras to run:
     images = model.signatures["generate"](z=z, labels=labels)["images"]
 
 with z float32 [B, z_dim] (standard normal) and labels int32 [B]; images
-are in [-1, 1]. G runs in inference mode (BN moving statistics) with its
-SN vectors u frozen, so the SavedModel is stateless: the same inputs always
-give the same images (the released evaluator instead advances u on every
+are in [-1, 1]. An unconditional G (num_classes 0) is exported without
+labels: `model.generate(z)`, `model.signatures["generate"](z=z)`.
+G runs in inference mode (BN moving statistics) with its SN vectors u
+frozen, so the SavedModel is stateless: the same inputs always give the
+same images (the released evaluator instead advances u on every
 batch; see `models.Generator`).
 """
 
@@ -28,13 +30,16 @@ class _GeneratorModule(tf.Module):
         self.z_dim = tf.constant(generator.z_dim, tf.int32)
         self.image_size = tf.constant(generator.image_size, tf.int32)
         self.num_classes = tf.constant(generator.num_classes, tf.int32)
-        spec = [
-            tf.TensorSpec([None, generator.z_dim], tf.float32, name="z"),
-            tf.TensorSpec([None], tf.int32, name="labels"),
-        ]
-        self.generate = tf.function(self._generate, input_signature=spec)
+        z_spec = tf.TensorSpec([None, generator.z_dim], tf.float32, name="z")
+        if generator.num_classes:
+            spec = [z_spec, tf.TensorSpec([None], tf.int32, name="labels")]
+            generate, signature = self._generate, self._signature
+        else:
+            spec = [z_spec]
+            generate, signature = self._generate_z, self._signature_z
+        self.generate = tf.function(generate, input_signature=spec)
         self.generate_signature = tf.function(
-            self._signature, input_signature=spec
+            signature, input_signature=spec
         )
 
     def _generate(self, z, labels):
@@ -45,9 +50,16 @@ class _GeneratorModule(tf.Module):
     def _signature(self, z, labels):
         return {"images": self._generate(z, labels)}
 
+    def _generate_z(self, z):
+        return self._generate(z, None)
+
+    def _signature_z(self, z):
+        return {"images": self._generate_z(z)}
+
 
 def export_generator(generator, export_dir):
-    """Saves G with the `generate(z, labels) -> images` signature.
+    """Saves G with the `generate(z, labels) -> images` signature
+    (`generate(z)` for an unconditional G).
 
     Args:
         generator: a built `models.Generator` (restored weights).

@@ -16,13 +16,16 @@ import json
 import os
 import sys
 import types
+import zipfile
 
 import numpy as np
 import scipy.linalg
 import tensorflow as tf
 from absl import logging
 
+from sagan_tf import cli
 from sagan_tf.data import pipeline, records
+from sagan_tf.training import checkpoint_files
 
 _CLASSIFIER_METRICS = None
 
@@ -218,21 +221,30 @@ class StatsCache:
             return None
         with tf.io.gfile.GFile(path, "rb") as f:
             buffer = io.BytesIO(f.read())
-        data = dict(np.load(buffer, allow_pickle=False))
-        if str(data.pop("key")) != json.dumps(key, sort_keys=True):
+        # The cache is derived data: a damaged file is computed again.
+        try:
+            data = dict(np.load(buffer, allow_pickle=False))
+            if str(data.pop("key")) != json.dumps(key, sort_keys=True):
+                return None
+            stats = ActivationStats(
+                mean=data.pop("mean"),
+                cov=data.pop("cov"),
+                count=int(data.pop("count")),
+            )
+        except (zipfile.BadZipFile, ValueError, KeyError, OSError,
+                EOFError) as error:
+            cli.warn(
+                f"the real-statistics cache {path} is damaged "
+                f"({type(error).__name__}: {error}); computing the "
+                "statistics again and replacing it."
+            )
             return None
-        stats = ActivationStats(
-            mean=data.pop("mean"),
-            cov=data.pop("cov"),
-            count=int(data.pop("count")),
-        )
         return stats, data
 
     def save(self, key, stats, files, **extras):
         """Writes stats, the source `files` and extra arrays atomically."""
         tf.io.gfile.makedirs(self.directory)
         path = self.path(key)
-        tmp = path + ".tmp"
         # np.savez seeks, which gfile writers cannot: build it in memory.
         buffer = io.BytesIO()
         np.savez(
@@ -244,10 +256,7 @@ class StatsCache:
             files=np.array(list(files), dtype=str),
             **extras,
         )
-        with tf.io.gfile.GFile(tmp, "wb") as f:
-            f.write(buffer.getvalue())
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-        return path
+        return checkpoint_files.write_atomic(path, buffer.getvalue())
 
 
 # Bump when the way statistics are computed changes: old caches go stale.

@@ -66,7 +66,7 @@ class GeneratorRestorer:
     """
 
     def __init__(self, model_config, use_ema=False, standing_stats_batches=0,
-                 standing_stats_batch_size=100, seed=None):
+                 standing_stats_batch_size=100, seed=None, retry_secs=0.0):
         if standing_stats_batches < 0:
             raise ValueError(
                 "--standing_stats_batches must be >= 0, got "
@@ -80,11 +80,15 @@ class GeneratorRestorer:
         self.standing_stats_batches = standing_stats_batches
         self.standing_stats_batch_size = standing_stats_batch_size
         self._seed = seed
+        self.retry_secs = retry_secs
         self.generator = models.build_generator(model_config)
         self.step = tf.Variable(0, dtype=tf.int64)
         self.name = "ema_generator" if use_ema else "generator"
-        self._checkpoint = tf.train.Checkpoint(
-            step=self.step, **{self.name: self.generator}
+        # Restores land here first (see `restore`).
+        self._scratch = models.build_generator(model_config)
+        self._scratch_step = tf.Variable(0, dtype=tf.int64)
+        self._scratch_checkpoint = tf.train.Checkpoint(
+            step=self._scratch_step, **{self.name: self._scratch}
         )
 
     @classmethod
@@ -94,43 +98,76 @@ class GeneratorRestorer:
             config.model, config.use_ema, config.standing_stats_batches,
             config.standing_stats_batch_size
             or config.dcgan_generator_batch_size,
-            config.seed,
+            config.seed, config.storage_retry_secs,
         )
 
     def restore(self, path):
-        """Loads checkpoint `path`; returns its global step.
+        """Loads checkpoint `path`, all or nothing; returns its global step.
+
+        Every tensor the restore reads (found by checkpoint key through the
+        checkpoint's object graph) is read back against its checksum first.
+        The weights then go into a scratch G and are copied over only once
+        all of them read, so G is never left half restored.
 
         Raises:
-            CheckpointGoneError: its files vanished while reading.
+            CheckpointGoneError: its files vanished (rotated out) while
+                reading.
             UnreadableCheckpointError: a file is truncated or damaged.
+            checkpoint_files.StorageError: the storage failed (see
+                --storage_retry_secs); nothing says the files are damaged.
             ValueError: it holds no `ema_generator` though use_ema is set.
         """
-        found = checkpoint_files.at(path)
+        found = checkpoint_files.retrying(
+            lambda: checkpoint_files.at(path), path, self.retry_secs
+        )
         if not found.files:
             raise CheckpointGoneError(f"{path}: no such checkpoint")
-        # Read G's tensors back first: a damaged file is then named before
-        # any weight changes.
-        reason = checkpoint_files.problem(found, keys=(self.name + "/",))
+        held = {}
+
+        def keys(reader):
+            held.update(checkpoint_files.object_keys(
+                reader, (self.name, "step")))
+            return [k for names in held.values() for k in names]
+
+        reason = checkpoint_files.problem(
+            found, keys=keys, retry_secs=self.retry_secs
+        )
         if reason is not None:
-            if not checkpoint_files.at(path).files:
-                raise CheckpointGoneError(f"{path}: deleted while reading")
-            raise UnreadableCheckpointError(f"{path}: {reason}")
-        try:
-            keys = [name for name, _ in tf.train.list_variables(path)]
-            if not any(k.startswith(self.name + "/") for k in keys):
-                raise ValueError(
-                    f"Checkpoint {path} has no {self.name!r}"
-                    + (
-                        " (train with --ema_decay > 0, or drop --use_ema)."
-                        if self.name == "ema_generator"
-                        else "."
-                    )
+            raise self._unreadable(found, reason)
+        if self.name not in held:
+            raise ValueError(
+                f"Checkpoint {path} has no {self.name!r}"
+                + (
+                    " (train with --ema_decay > 0, or drop --use_ema)."
+                    if self.name == "ema_generator"
+                    else "."
                 )
-            status = self._checkpoint.restore(path)
+            )
+
+        def load():
+            status = self._scratch_checkpoint.restore(path)
             status.expect_partial()
             status.assert_existing_objects_matched()
-        except (tf.errors.NotFoundError, tf.errors.DataLossError) as err:
-            raise CheckpointGoneError(f"{path}: {err}") from err
+
+        try:
+            checkpoint_files.retrying(load, path, self.retry_secs)
+        except Exception as error:  # noqa: BLE001 - sorted below
+            # Every key read back intact just before: a failure now is a
+            # checkpoint rotated out, damage met by the restore itself, or
+            # (a ValueError of shapes) a user error, raised as it is.
+            damage = isinstance(error, tf.errors.OpError) and (
+                checkpoint_files.error_kind(error) == "damage")
+            if not damage and not self._gone(found):
+                raise
+            raise self._unreadable(
+                found,
+                f"it cannot be restored ({checkpoint_files.short(error)})",
+            ) from None
+        for live, read in zip(
+            self.generator.variables, self._scratch.variables, strict=True
+        ):
+            live.assign(read)
+        self.step.assign(self._scratch_step)
         if self.standing_stats_batches:
             start = time.time()
             standing_stats.apply_standing_stats(
@@ -145,6 +182,25 @@ class GeneratorRestorer:
             )
             print(message, flush=True)
         return int(self.step.numpy())
+
+
+    @staticmethod
+    def _gone(found):
+        return bool(
+            set(found.files) - set(checkpoint_files.at(found.prefix).files)
+        )
+
+    @staticmethod
+    def _unreadable(found, reason):
+        # A file that went missing mid-read was rotated out by training,
+        # not damaged.
+        path = found.prefix
+        if GeneratorRestorer._gone(found):
+            return CheckpointGoneError(
+                f"{path}: training deleted it while it was being read "
+                "(older checkpoints rotate out under --keep_checkpoints)"
+            )
+        return UnreadableCheckpointError(f"{path}: {reason}")
 
 
 def restore_newest(restorer, config, warn=cli.warn):

@@ -1,7 +1,9 @@
 """Samples from a trained G: class grids, .npz sets, interpolations, attention.
 
 Everything here takes a built `models.Generator` (restored by the caller)
-and numpy seeds, and writes PNG / .npz files plus TensorBoard images.
+and numpy seeds, and writes PNG / .npz files plus TensorBoard images. An
+unconditional G (num_classes 0) gets a plain sample grid instead of class
+rows; its labels are all 0 and ignored.
 """
 
 import io
@@ -59,6 +61,18 @@ def class_grid(generator, classes, per_class, rng):
     return tile(images.reshape(classes.size, per_class, size, size, 3))
 
 
+def sample_grid(generator, rows, cols, rng):
+    """`rows` x `cols` samples of an unconditional G, no class rows.
+
+    Returns:
+        uint8 [rows * S, cols * S, 3].
+    """
+    z = rng.standard_normal((rows * cols, generator.z_dim))
+    images = to_uint8(_generate(generator, z, np.zeros(rows * cols)))
+    size = images.shape[1]
+    return tile(images.reshape(rows, cols, size, size, 3))
+
+
 def write_npz(generator, path, count, num_classes, batch_size, rng):
     """Writes `count` samples: `images` uint8 [N, S, S, 3], `labels` int32.
 
@@ -68,7 +82,8 @@ def write_npz(generator, path, count, num_classes, batch_size, rng):
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
         z = rng.standard_normal((n, generator.z_dim))
-        y = rng.integers(0, num_classes, n, dtype=np.int32)
+        # Unconditional G (0 classes): all zeros, ignored.
+        y = rng.integers(0, max(num_classes, 1), n, dtype=np.int32)
         images.append(to_uint8(_generate(generator, z, y)))
         labels.append(y)
     parent = os.path.dirname(path)
@@ -120,33 +135,44 @@ def attention_figure(generator, labels, queries, attention_resolution, rng):
 def write_samples(generator, config, out_dir, step, attention_resolution):
     """The `--mode sample` outputs; returns {name: path}.
 
-    Writes to `out_dir`: `class_grid.png`, `samples.npz`,
-    `interpolation.png`, `attention.png` (not for the baseline G), and a
-    TensorBoard event file with the same images under `sample/*`.
+    Writes to `out_dir`: `class_grid.png` (an unconditional G: a
+    `sample_grid.png` of samples_per_class x samples_per_class, and
+    `--sample_classes` only sets how many rows the attention figure has),
+    `samples.npz`, `interpolation.png`, `attention.png` (not for the
+    baseline G), and a TensorBoard event file with the same images under
+    `sample/*`.
     """
     rng = np.random.default_rng(config.seed)
     size = generator.image_size
-    for c in config.sample_classes:
-        if not 0 <= c < generator.num_classes:
-            raise ValueError(
-                f"--sample_classes: class {c} is outside "
-                f"[0, {generator.num_classes})"
-            )
-    pictures = {
-        "class_grid": class_grid(
+    conditional = generator.num_classes > 0
+    if conditional:
+        for c in config.sample_classes:
+            if not 0 <= c < generator.num_classes:
+                raise ValueError(
+                    f"--sample_classes: class {c} is outside "
+                    f"[0, {generator.num_classes})"
+                )
+        labels = np.asarray(config.sample_classes, np.int32)
+        grid = ("class_grid", class_grid(
             generator, config.sample_classes, config.samples_per_class, rng
-        ),
-        "interpolation": interpolation_strip(
-            generator, config.sample_classes[0], config.interpolation_steps,
+        ))
+    else:
+        labels = np.zeros(len(config.sample_classes), np.int32)
+        grid = ("sample_grid", sample_grid(
+            generator, config.samples_per_class, config.samples_per_class,
             rng,
+        ))
+    pictures = {
+        grid[0]: grid[1],
+        "interpolation": interpolation_strip(
+            generator, labels[0], config.interpolation_steps, rng,
         ),
     }
     if attention_resolution is not None:
         queries = (config.attention_queries
                    or attention_lib.default_queries(size))
         pictures["attention"] = attention_figure(
-            generator, config.sample_classes, queries, attention_resolution,
-            rng,
+            generator, labels, queries, attention_resolution, rng,
         )
     else:
         print("Baseline G has no attention: no attention maps.")

@@ -11,9 +11,9 @@ does not, so it is off unless `--standing_stats_batches` is set.
 
 Each layer gets what its training-mode update would feed its average: the
 biased batch variance in `ConditionalBatchNorm`, the Bessel-corrected one in
-the head `BatchNorm`. Nothing else changes: the spectral-norm vectors `u`
-that a training-mode pass writes are put back, and so are the layers'
-momentum attributes.
+`BatchNorm` (the head, and the blocks of an unconditional G). Nothing else
+changes: the spectral-norm vectors `u` that a training-mode pass writes are
+put back, and so are the layers' momentum attributes.
 """
 
 import numpy as np
@@ -21,10 +21,11 @@ import tensorflow as tf
 
 
 def batch_norm_layers(generator):
-    """G's BN layers, input to output: cbn_0, cbn_1 of each block, g_bn."""
+    """G's BN layers, input to output: cbn_0, cbn_1 (bn_0, bn_1 when
+    unconditional) of each block, g_bn."""
     layers = []
     for block in generator.blocks:
-        layers += [block.cbn_0, block.cbn_1]
+        layers += list(block.batch_norms)
     return layers + [generator.g_bn]
 
 
@@ -116,7 +117,9 @@ def apply_standing_stats(generator, num_batches, batch_size, seed=None):
     def batches():
         for _ in range(num_batches):
             z = rng.standard_normal((batch_size, generator.z_dim))
-            labels = rng.integers(0, generator.num_classes, batch_size)
+            # Unconditional G (0 classes) ignores them: all zeros.
+            labels = rng.integers(0, max(generator.num_classes, 1),
+                                  batch_size)
             yield z.astype(np.float32), labels.astype(np.int32)
 
     return recompute_moving_statistics(generator, batches())

@@ -14,6 +14,11 @@ follow the released variable scopes (g_snh0, g_block1, cbn_0, snconv1, ...,
 d_optimized_block1, d_block2, sn_conv1, ...), so a TF1 checkpoint maps onto
 them one to one.
 
+num_classes 0 gives the unconditional networks (not in the released code):
+G's blocks use plain BN (bn_0, bn_1: the released `ops.batch_norm` of G's
+head) instead of cbn_0, cbn_1, and D has no d_embedding and no projection
+term; both ignore labels.
+
 Channel schedule (multiples of gf_dim / df_dim). G: the SN linear maps z to
 4x4xL, then each up-block doubles the resolution, with these block output
 channels:

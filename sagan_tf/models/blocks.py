@@ -1,8 +1,9 @@
 """Residual blocks of the released generator and discriminator.
 
 `GeneratorBlock` is the released `generator.block` (conditional BN, nearest
-up-sampling, SN convolutions) and `DiscriminatorBlock` covers both
-`discriminator.block` and `discriminator.optimized_block`.
+up-sampling, SN convolutions; with num_classes 0 the released plain
+`ops.batch_norm` replaces the conditional BN) and `DiscriminatorBlock`
+covers both `discriminator.block` and `discriminator.optimized_block`.
 """
 
 import keras
@@ -28,8 +29,13 @@ class GeneratorBlock(keras.layers.Layer):
     x -> relu(cbn_0) -> upsample -> snconv1 (3x3) -> relu(cbn_1) -> snconv2
     (3x3), plus the shortcut upsample(x) -> snconv3 (1x1).
 
+    num_classes 0 makes the block unconditional: `bn_0` / `bn_1`, the
+    released `ops.batch_norm` (per-channel gamma and beta, decay 0.9999,
+    the same layer as G's head), replace `cbn_0` / `cbn_1`.
+
     Call arguments:
-        x: [B, H, W, C_in]; labels: int [B]; training: Python bool;
+        x: [B, H, W, C_in]; labels: int [B] (ignored, may be None, when
+        num_classes is 0); training: Python bool;
         update_sn: as in `layers.SNConv2D` (None writes u when training).
 
     Returns:
@@ -55,15 +61,26 @@ class GeneratorBlock(keras.layers.Layer):
                 num_classes, synchronized=sync_batch_norm, name=name
             )
 
+        def bn(name):
+            return layers.BatchNorm(synchronized=sync_batch_norm, name=name)
+
         def conv(kernel_size, name):
             return layers.SNConv2D(
                 out_channels, kernel_size,
                 stop_gradient_uv=sn_stop_gradient_uv, name=name,
             )
 
-        self.cbn_0 = cbn("cbn_0")
+        # Attribute names are checkpoint keys: the conditional block keeps
+        # the released cbn_* and has no bn_* attribute at all.
+        if self.num_classes:
+            self.cbn_0 = cbn("cbn_0")
+        else:
+            self.bn_0 = bn("bn_0")
         self.snconv1 = conv(3, "snconv1")
-        self.cbn_1 = cbn("cbn_1")
+        if self.num_classes:
+            self.cbn_1 = cbn("cbn_1")
+        else:
+            self.bn_1 = bn("bn_1")
         self.snconv2 = conv(3, "snconv2")
         self.snconv3 = conv(1, "snconv3")
 
@@ -71,17 +88,31 @@ class GeneratorBlock(keras.layers.Layer):
         batch, height, width, _ = x_shape
         up_shape = (batch, height * 2, width * 2, x_shape[-1])
         out_shape = (batch, height * 2, width * 2, self.out_channels)
-        self.cbn_0.build(x_shape)
+        self._norm(0).build(x_shape)
         self.snconv1.build(up_shape)
-        self.cbn_1.build(out_shape)
+        self._norm(1).build(out_shape)
         self.snconv2.build(out_shape)
         self.snconv3.build(up_shape)
 
-    def call(self, x, labels, training=False, update_sn=None):
+    def _norm(self, index):
+        prefix = "cbn" if self.num_classes else "bn"
+        return getattr(self, f"{prefix}_{index}")
+
+    @property
+    def batch_norms(self):
+        """(cbn_0, cbn_1), or (bn_0, bn_1) when unconditional."""
+        return self._norm(0), self._norm(1)
+
+    def _normalize(self, index, x, labels, training):
+        if self.num_classes:
+            return self._norm(index)(x, labels, training=training)
+        return self._norm(index)(x, training=training)
+
+    def call(self, x, labels=None, training=False, update_sn=None):
         sn_kw = dict(training=training, update_sn=update_sn)
-        h = tf.nn.relu(self.cbn_0(x, labels, training=training))
+        h = tf.nn.relu(self._normalize(0, x, labels, training))
         h = self.snconv1(_upsample(h), **sn_kw)  # [B, 2H, 2W, C]
-        h = tf.nn.relu(self.cbn_1(h, labels, training=training))
+        h = tf.nn.relu(self._normalize(1, h, labels, training))
         h = self.snconv2(h, **sn_kw)
         shortcut = self.snconv3(_upsample(x), **sn_kw)
         return shortcut + h

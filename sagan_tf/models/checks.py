@@ -34,7 +34,7 @@ def check_model_config(model_config, discriminator=True, flags=None):
             f"{name('image_size')}={m.image_size}: must be one of "
             f"{', '.join(map(str, _IMAGE_SIZES))}"
         )
-    fields = ["z_dim", "gf_dim", "number_classes"]
+    fields = ["z_dim", "gf_dim"]
     if discriminator:
         fields.append("df_dim")
     for field in fields:
@@ -42,6 +42,11 @@ def check_model_config(model_config, discriminator=True, flags=None):
             raise ValueError(
                 f"{name(field)}={getattr(m, field)}: must be >= 1"
             )
+    if m.number_classes < 0:
+        raise ValueError(
+            f"{name('number_classes')}={m.number_classes}: must be >= 0 "
+            "(0 trains an unconditional model)"
+        )
     _check_attention(m, "generator", m.generator_attention(), name)
     if discriminator:
         _check_attention(m, "discriminator", m.discriminator_attention(),

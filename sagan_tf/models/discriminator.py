@@ -20,7 +20,9 @@ class Discriminator(keras.Model):
     """Projection discriminator (released `discriminator_test`).
 
     Args:
-        num_classes: classes of the projection embedding.
+        num_classes: classes of the projection embedding; 0 gives the
+            unconditional D (no embedding, no projection term), which
+            ignores `labels`.
         image_size: 32, 64, 128 (released) or 256.
         df_dim: base width.
         attention_resolution: resolution of the attention block; None gives
@@ -28,7 +30,8 @@ class Discriminator(keras.Model):
         sn_stop_gradient_uv: stop SN gradients at u and v.
 
     Call arguments:
-        images: float [B, S, S, 3]; labels: int [B]; training: Python bool;
+        images: float [B, S, S, 3]; labels: int [B] (optional, ignored,
+        when num_classes is 0); training: Python bool;
         update_sn: None writes u in training mode only; False is the
         released "NO_OPS" pass (sigma from the stored u, u not written);
         return_attention: also return the attention map.
@@ -87,10 +90,13 @@ class Discriminator(keras.Model):
             1, stop_gradient_uv=sn_stop_gradient_uv, dtype="float32",
             name="d_sn_linear",
         )
-        self.d_embedding = layers.SNEmbedding(
-            num_classes, in_channels, stop_gradient_uv=sn_stop_gradient_uv,
-            dtype="float32", name="d_embedding",
-        )
+        self.d_embedding = None
+        if self.num_classes:
+            self.d_embedding = layers.SNEmbedding(
+                num_classes, in_channels,
+                stop_gradient_uv=sn_stop_gradient_uv, dtype="float32",
+                name="d_embedding",
+            )
 
     @property
     def blocks(self):
@@ -112,10 +118,16 @@ class Discriminator(keras.Model):
             if i == self._attention_index:
                 self.d_non_local.build((batch, res, res, block.out_channels))
         self.d_sn_linear.build((batch, self._feature_channels))
-        self.d_embedding.build((batch,))
+        if self.d_embedding is not None:
+            self.d_embedding.build((batch,))
+
+    @property
+    def conditional(self):
+        """Whether D takes class labels (num_classes > 0)."""
+        return self.num_classes > 0
 
     def call(
-        self, images, labels, training=False, update_sn=None,
+        self, images, labels=None, training=False, update_sn=None,
         return_attention=False,
     ):
         if return_attention:
@@ -132,10 +144,11 @@ class Discriminator(keras.Model):
         h = tf.nn.relu(tf.cast(h, tf.float32))
         h = tf.reduce_sum(h, axis=[1, 2])  # [B, C]
         logits = self.d_sn_linear(h, **sn_kw)  # [B, 1]
-        # Projection: <h, embed(label)>.
-        logits += tf.reduce_sum(
-            h * self.d_embedding(labels, **sn_kw), axis=1, keepdims=True
-        )
+        if self.d_embedding is not None:
+            # Projection: <h, embed(label)>.
+            logits += tf.reduce_sum(
+                h * self.d_embedding(labels, **sn_kw), axis=1, keepdims=True
+            )
         logits = tf.squeeze(logits, axis=1)
         if return_attention:
             return logits, beta

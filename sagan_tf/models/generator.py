@@ -18,7 +18,9 @@ class Generator(keras.Model):
     """Class-conditional SAGAN generator (released `generator_test`).
 
     Args:
-        num_classes: classes of the conditional BN tables.
+        num_classes: classes of the conditional BN tables; 0 gives the
+            unconditional generator, whose blocks use the released plain
+            BN (per-channel gamma / beta) and which ignores `labels`.
         image_size: 32, 64, 128 (released) or 256.
         z_dim: noise size.
         gf_dim: base width.
@@ -33,7 +35,8 @@ class Generator(keras.Model):
             freezes u outside training.
 
     Call arguments:
-        z: float [B, z_dim]; labels: int [B]; training: Python bool (batch
+        z: float [B, z_dim]; labels: int [B] (optional, ignored, when
+        num_classes is 0); training: Python bool (batch
         moments and moving-average updates); update_sn: None follows
         `training or sn_update_at_inference`, a bool overrides it (False
         for a stateless call); return_attention: also return the
@@ -128,12 +131,19 @@ class Generator(keras.Model):
         self.g_bn.build((batch, res, res, channels))
         self.g_snconv_last.build((batch, res, res, channels))
 
+    @property
+    def conditional(self):
+        """Whether G takes class labels (num_classes > 0)."""
+        return self.num_classes > 0
+
     def call(
-        self, z, labels, training=False, update_sn=None,
+        self, z, labels=None, training=False, update_sn=None,
         return_attention=False,
     ):
         if return_attention:
             schedules.require_attention(self.g_non_local, "Generator")
+        if not self.conditional:
+            labels = None
         if update_sn is None:
             update_sn = bool(training) or self.sn_update_at_inference
         sn_kw = dict(training=training, update_sn=update_sn)

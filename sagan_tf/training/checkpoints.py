@@ -166,12 +166,14 @@ class DiskFullError(RuntimeError):
     """A checkpoint could not be saved for lack of space."""
 
 
+# ENOSPC and EDQUOT as the C library words them: a ResourceExhaustedError
+# alone may be the host running out of memory.
+_DISK_FULL = ("No space left on device", "Disk quota exceeded")
+
+
 def _is_disk_full(error):
-    message = getattr(error, "message", "") or ""
-    return isinstance(error, tf.errors.ResourceExhaustedError) or any(
-        text in message
-        for text in ("No space left on device", "Disk quota exceeded")
-    )
+    message = getattr(error, "message", None) or str(error)
+    return any(text in message for text in _DISK_FULL)
 
 
 class CheckpointKeeper:
@@ -200,11 +202,13 @@ class CheckpointKeeper:
       is_chief: whether this process owns the run directory.
       task_id: this worker's index, names the scratch directory.
       warn: where warnings go.
+      retry_secs: how long transient storage errors are retried while
+        checkpoints are read (`--storage_retry_secs`).
     """
 
     def __init__(
         self, directory, step, objects, max_to_keep, is_chief=True, task_id=0,
-        warn=None,
+        warn=None, retry_secs=0.0,
     ):
         self.directory = directory
         self.step = step
@@ -220,6 +224,7 @@ class CheckpointKeeper:
         self._max_to_keep = max_to_keep
         self._manager = None
         self._warn = warn or _print_warning
+        self._retry_secs = retry_secs
         # Prefixes this process wrote; the newest intact one.
         self._written = set()
         self.last_intact = None
@@ -258,14 +263,36 @@ class CheckpointKeeper:
     def restore_latest(self):
         """Restores the newest readable checkpoint; returns its path or None.
 
-        Objects absent from the checkpoint (for instance the EMA of a run that
-        started without one) keep their current values.
+        `choose`, which restores: for one process that owns the directory.
+
+        Raises:
+          CheckpointError: checkpoint files exist but none can be read.
+          checkpoint_files.StorageError: the storage failed (nothing moved).
+        """
+        chosen = self.choose()
+        return None if chosen is None else chosen.prefix
+
+    def choose(self):
+        """Restores the newest checkpoint that reads; returns it, or None.
+
+        For the chief (or a single process): the other workers then
+        `restore` the same one.
+
+        Each newer one is skipped with a warning saying why, and moved into
+        `unreadable_checkpoints/` (nothing is deleted); the state file is
+        rewritten to list only what is there. Only evidence of damage makes
+        a checkpoint unreadable: a storage error stops instead, with nothing
+        moved.
 
         Raises:
           CheckpointError: checkpoint files exist but none can be read; the
             message lists them.
+          checkpoint_files.StorageError: see `checkpoint_files.retrying`.
         """
-        found = checkpoint_files.find(self.directory)
+        found = checkpoint_files.retrying(
+            lambda: checkpoint_files.find(self.directory), self.directory,
+            self._retry_secs,
+        )
         missing = checkpoint_files.listed_but_missing(self.directory, found)
         for name in missing:
             self._warn(
@@ -273,15 +300,15 @@ class CheckpointKeeper:
                 f"{os.path.join(self.directory, 'checkpoint')} lists it, but "
                 "its files are gone."
             )
-        unreadable, restored = [], None
+        unreadable, chosen = [], None
         for candidate in found:
-            reason = checkpoint_files.problem(candidate)
+            reason = self._restore_or_reason(candidate)
             if reason is None:
-                restored = candidate
+                chosen = candidate
                 break
             unreadable.append((candidate, reason))
             self._warn(f"skipping checkpoint {candidate.prefix}: {reason}.")
-        if restored is None and unreadable:
+        if chosen is None and unreadable:
             listing = "; ".join(
                 f"{c.name} ({', '.join(os.path.basename(f) for f in c.files)}"
                 f": {reason})" for c, reason in unreadable
@@ -294,7 +321,7 @@ class CheckpointKeeper:
                 "the run directory into a set_aside_<time>/ folder there "
                 "(nothing is deleted) and train from step 0."
             )
-        if unreadable and self.is_chief:
+        if unreadable:
             folder = checkpoint_files.set_aside(
                 [c for c, _ in unreadable], self.directory,
                 checkpoint_files.UNREADABLE_DIR,
@@ -304,23 +331,64 @@ class CheckpointKeeper:
                 f"{', '.join(c.name for c, _ in unreadable)} to {folder}, "
                 "so that new checkpoints do not replace them."
             )
-        if restored is None:
-            return None
-        if self.is_chief and (unreadable or missing):
+        if chosen is not None and (unreadable or missing):
             # The state file must list only what is there: the evaluator
             # and the save rotation read it.
-            kept = [c for c in found if c.complete and c.step <= restored.step]
+            kept = [c for c in found if c.complete and c.step <= chosen.step]
             checkpoint_files.write_state(self.directory, kept[::-1])
-        self.checkpoint.restore(restored.prefix).expect_partial()
-        self.last_intact = restored.prefix
-        return restored.prefix
+        return chosen
+
+    def _restore_or_reason(self, candidate):
+        """Restores `candidate` (one read of its files); None when done,
+        else why it is damaged.
+
+        TF's bundle reader checks each tensor's checksum as the restore
+        reads it, so the newest checkpoint is read once. Only when the
+        restore fails is the checkpoint read back in full, and only damage
+        found then sets it aside: a restore that fails on intact files
+        (another cause) raises its error.
+        """
+        if not candidate.complete or not any(
+            ".data-" in f for f in candidate.files
+        ):
+            return checkpoint_files.problem(candidate)
+        try:
+            self.restore(candidate.prefix)
+            return None
+        except Exception as error:  # noqa: BLE001 - sorted below
+            if checkpoint_files.error_kind(error) != "damage":
+                raise
+            reason = checkpoint_files.problem(
+                candidate, retry_secs=self._retry_secs
+            )
+            if reason is None:
+                raise
+            return reason
+
+    def path_of(self, step):
+        """The prefix of checkpoint `ckpt-<step>` in the run directory."""
+        return os.path.join(self.directory, f"{CHECKPOINT_NAME}-{step}")
+
+    def restore(self, prefix):
+        """Restores checkpoint `prefix` (chosen by the chief); returns it.
+
+        Objects absent from the checkpoint (for instance the EMA of a run
+        that started without one) keep their current values.
+        """
+        checkpoint_files.retrying(
+            lambda: self.checkpoint.restore(prefix).expect_partial(),
+            prefix, self._retry_secs,
+        )
+        self.last_intact = prefix
+        return prefix
 
     @staticmethod
     def has_object(path, name):
         """Whether checkpoint `path` holds the object saved under `name`."""
         prefix = name + "/"
         return any(
-            key.startswith(prefix) for key, _ in tf.train.list_variables(path)
+            key.startswith(prefix) for key in
+            checkpoint_files.open_reader(path).get_variable_to_shape_map()
         )
 
     def check_weights(self):

@@ -105,3 +105,39 @@ def worker_info(strategy):
 def is_default_strategy(strategy):
     """True for TF's default (no-op, single replica) strategy."""
     return type(strategy).__name__ == "_DefaultDistributionStrategy"
+
+
+def chief_value(strategy, value, is_chief):
+    """Every worker gets the chief's integer `value` (a collective).
+
+    Each replica adds (value, 1) on the chief and (0, 0) elsewhere, so the
+    quotient of the two sums is the chief's value whatever the number of
+    replicas per worker. float64 holds any step exactly.
+    """
+    mine = tf.constant(
+        [float(value), 1.0] if is_chief else [0.0, 0.0], tf.float64
+    )
+
+    @tf.function
+    def reduce():
+        per_replica = strategy.run(lambda: tf.identity(mine))
+        return strategy.reduce(
+            tf.distribute.ReduceOp.SUM, per_replica, axis=None
+        )
+
+    total, count = reduce().numpy()
+    return int(round(total / count))
+
+
+def any_worker(strategy, flag):
+    """True when `flag` is True on any worker (a collective)."""
+    mine = tf.constant([float(bool(flag))], tf.float64)
+
+    @tf.function
+    def reduce():
+        per_replica = strategy.run(lambda: tf.identity(mine))
+        return strategy.reduce(
+            tf.distribute.ReduceOp.SUM, per_replica, axis=None
+        )
+
+    return bool(reduce().numpy()[0] > 0)

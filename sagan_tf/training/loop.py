@@ -25,6 +25,7 @@ import signal
 import time
 
 import keras
+import tensorflow as tf
 
 from sagan_tf import cli, determinism, paths
 from sagan_tf.data import pipeline
@@ -38,6 +39,10 @@ from sagan_tf.training import (
     summaries,
 )
 from sagan_tf.training import updates as updates_lib
+
+# What the chief broadcasts instead of a step: no checkpoint, or it failed
+# to choose (its own error says why).
+_NONE, _FAILED = -1, -2
 
 
 class _StopRequest:
@@ -141,6 +146,7 @@ class _Loop:
         self.is_chief, task_id = distribute.worker_info(strategy)
         self.multi_worker = distribute.is_multi_worker(strategy)
         self.directory = checkpoints.run_dir(config)
+        self._chosen_path = None
 
         log(f"Strategy: {type(strategy).__name__} with "
             f"{strategy.num_replicas_in_sync} replica(s); global batch "
@@ -165,6 +171,7 @@ class _Loop:
                 is_chief=self.is_chief,
                 task_id=task_id,
                 warn=cli.warn,
+                retry_secs=config.storage_retry_secs,
             )
         except BaseException:
             self.close()
@@ -178,12 +185,55 @@ class _Loop:
             self.lock = None
 
     def _restore(self):
-        if self.config.start_over and self.is_chief:
-            folder = self.keeper.start_over()
-            if folder:
-                self.log(f"--start_over: moved the files of {self.directory} "
-                         f"to {folder}; starting at step 0.")
-        path = self.keeper.restore_latest()
+        """The chief decides; every worker restores the same checkpoint.
+
+        Only the chief inspects, moves aside or sets aside files. Its choice
+        (a step, none, or a failure) reaches every worker through a
+        collective before anyone restores, and a second one makes all stop
+        together when any worker cannot restore it.
+        """
+        chosen, failure = _NONE, None
+        if self.is_chief:
+            try:
+                chosen = self._choose()
+            except Exception as error:
+                if not self.multi_worker:
+                    raise
+                chosen, failure = _FAILED, error
+        if self.multi_worker:
+            chosen = self._collective(
+                distribute.chief_value, chosen, self.is_chief
+            )
+        if failure is not None:
+            raise failure
+        if chosen == _FAILED:
+            raise checkpoints.CheckpointError(
+                f"the chief worker could not choose a checkpoint in "
+                f"{self.directory} to resume from; its output says why. "
+                "No worker restored anything."
+            )
+        path = None
+        if chosen != _NONE:
+            path = self._chosen_path or self.keeper.path_of(chosen)
+            try:
+                if not self.is_chief:  # the chief restored as it chose
+                    self.keeper.restore(path)
+            except Exception as error:
+                if not self.multi_worker:
+                    raise
+                failure = error
+        if self.multi_worker and self._collective(
+            distribute.any_worker, failure is not None
+        ):
+            why = (f"this worker could not read it ({failure})"
+                   if failure is not None else
+                   "another worker could not read it; its output says why")
+            raise checkpoints.CheckpointError(
+                f"the chief chose {path} to resume from, but {why}. All "
+                "workers stop here rather than train from different "
+                "weights; nothing was moved. Check that every worker "
+                "reads the run directory, then run the same command again."
+            )
         step = int(self.trainer.step.numpy())
         if path is None:
             self.log(f"No checkpoint in {self.directory}; starting at step 0.")
@@ -226,6 +276,32 @@ class _Loop:
         trainer.seed_noise(start)
         trainer.data_position.assign(0)
         return 0
+    def _collective(self, fn, *args):
+        # MultiWorkerMirroredStrategy's health check aborts a collective
+        # whose peer died; say so in one paragraph instead of TF's text.
+        try:
+            return fn(self.strategy, *args)
+        except tf.errors.OpError as error:
+            raise checkpoints.CheckpointError(
+                "lost the other workers while agreeing on the checkpoint to "
+                f"resume from in {self.directory} ({type(error).__name__}: "
+                f"{error.message.strip()[:200]}); a worker stopped or the "
+                "network failed. This worker stops too; start all workers "
+                "again."
+            ) from None
+
+    def _choose(self):
+        """The chief's choice: a step, or _NONE (moves files as needed)."""
+        if self.config.start_over:
+            folder = self.keeper.start_over()
+            if folder:
+                self.log(f"--start_over: moved the files of {self.directory} "
+                         f"to {folder}; starting at step 0.")
+        chosen = self.keeper.choose()
+        if chosen is None:
+            return _NONE
+        self._chosen_path = chosen.prefix
+        return chosen.step
 
     def run(self):
         try:

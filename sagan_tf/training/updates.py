@@ -104,9 +104,10 @@ def validate_config(config):
     m = c.model
     need(m.image_size in (32, 64, 128, 256), "image_size", m.image_size,
          "must be 32, 64, 128 or 256")
-    for flag in ("z_dim", "gf_dim", "df_dim", "number_classes",
-                 "attention_resolution"):
+    for flag in ("z_dim", "gf_dim", "df_dim", "attention_resolution"):
         need(getattr(m, flag) >= 1, flag, getattr(m, flag), "must be >= 1")
+    need(m.number_classes >= 0, "number_classes", m.number_classes,
+         "must be >= 0 (0 trains an unconditional model)")
     for flag in ("generator_type", "discriminator_type"):
         need(
             getattr(m, flag) in ("test", "baseline"),
@@ -181,9 +182,11 @@ class GANTrainer:
             self.g_update = tf.function(self._g_update_fn, jit_compile=True)
             self.d_update = tf.function(self._d_update_fn, jit_compile=True)
         elif config.xla:
-            # Under a mirrored strategy, writing u and the BN statistics (and
-            # the gradient all-reduce) synchronize replicas, which a nested
-            # jit-compiled function cannot do; let XLA cluster what it can.
+            # Several replicas: a per-replica compiled update called through
+            # strategy.run could run on GPUs, but Keras' optimizer updates
+            # `iterations` (an ONLY_FIRST_REPLICA variable) with a
+            # merge_call, which cannot be compiled; on the CPU collectives
+            # cannot be compiled at all. So XLA clusters what it can.
             tf.config.optimizer.set_jit("autoclustering")
         self.train_step = tf.function(self._train_step_fn)
         self._agree = tf.function(self._agree_fn)
@@ -329,7 +332,8 @@ class GANTrainer:
         fake_labels = self._rng.uniform(
             [batch_size],
             minval=0,
-            maxval=self.config.model.number_classes,
+            # Unconditional (0 classes): all zeros, ignored by G and D.
+            maxval=max(self.config.model.number_classes, 1),
             dtype=tf.int32,
         )
         return z, fake_labels

@@ -1,0 +1,206 @@
+"""Two worker processes under TF_CONFIG resume from the chief's choice.
+
+Only the chief inspects and moves checkpoint files; the step it picks
+reaches the other worker through a collective before either restores.
+Each case runs `train_imagenet.py` twice on localhost ports (one cluster of
+two workers), so the file is slow (~1 min); it runs in `make test`.
+"""
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import eval_fixtures as fx
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from sagan_tf.commands import train as train_command
+from sagan_tf.training import checkpoint_files, checkpoints, updates
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE, CLASSES, BATCH = 32, 4, 4
+TIMEOUT = 420
+TINY = [
+    f"--image_size={SIZE}", "--gf_dim=8", "--df_dim=8", "--z_dim=16",
+    f"--number_classes={CLASSES}", "--generator_type=baseline",
+    "--discriminator_type=baseline", f"--batch_size={BATCH}",
+    "--shuffle_buffer_size=64", "--seed=3", "--log_every_steps=1",
+    "--save_checkpoint_steps=2",
+]
+
+
+def _flags(records, checkpoint_dir, *extra):
+    return [f"--data_dir={records}", f"--checkpoint_dir={checkpoint_dir}",
+            *TINY, *extra]
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+# Worker 1 as train_imagenet.py, with every checkpoint read refused: a
+# storage fault on that machine only.
+_DENIED = """
+import sys
+import tensorflow as tf
+from tensorflow.python.training import py_checkpoint_reader
+
+
+def deny(prefix):
+    raise tf.errors.PermissionDeniedError(None, None, prefix + ": injected")
+
+
+py_checkpoint_reader.NewCheckpointReader = deny
+sys.argv[0] = "train_imagenet.py"
+from sagan_tf.commands import train
+train.run()
+"""
+
+
+def _two_workers(args, second=None):
+    """Runs train_imagenet.py as workers 0 and 1 (worker 1 as the Python
+    program `second` when given): [(exit status, output)]."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CONFIG=json.dumps({
+                       "cluster": {"worker": workers},
+                       "task": {"type": "worker", "index": index},
+                   }))
+        program = [os.path.join(ROOT, "train_imagenet.py")]
+        if index == 1 and second:
+            program = ["-c", second]
+        procs.append(subprocess.Popen(
+            [sys.executable, *program, *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        ))
+    results = []
+    try:
+        for proc in procs:
+            out = proc.communicate(timeout=TIMEOUT)[0]
+            results.append((proc.returncode, out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return results
+
+
+def _md5(path):
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("records"))
+    fx.write_records(data_dir, 32, SIZE, CLASSES)
+    return data_dir
+
+
+@pytest.fixture
+def run_with_damaged_newest(records, tmp_path):
+    """ckpt-2 and ckpt-4 of the full training state (saved without
+    training), ckpt-4's data file cut short."""
+    checkpoint_dir = str(tmp_path / "ck")
+    fv = flags.FlagValues()
+    train_command.define_flags(fv)
+    fv(["train_imagenet.py", *_flags(records, checkpoint_dir)])
+    config = train_command.train_config_from_flags(fv)
+    run_dir = checkpoints.run_dir(config)
+    gan = updates.GANTrainer(config, tf.distribute.get_strategy())
+    keeper = checkpoints.CheckpointKeeper(
+        run_dir, gan.step, gan.checkpoint_objects(), max_to_keep=5
+    )
+    for step in (2, 4):
+        gan.step.assign(step)
+        keeper.save()
+    checkpoints.write_config(run_dir, config)
+    (data,) = [n for n in os.listdir(run_dir)
+               if n.startswith("ckpt-4.data")]
+    os.truncate(os.path.join(run_dir, data), 100)
+    return checkpoint_dir, run_dir
+
+
+def test_workers_resume_from_the_chiefs_choice_then_start_over_together(
+    records, run_with_damaged_newest
+):
+    checkpoint_dir, run_dir = run_with_damaged_newest
+    before = {n: _md5(os.path.join(run_dir, n)) for n in os.listdir(run_dir)
+              if n.startswith("ckpt-")}
+
+    # The newest checkpoint is damaged: both resume from ckpt-2.
+    results = _two_workers(_flags(records, checkpoint_dir, "--max_steps=4"))
+    for code, out in results:
+        assert code == 0, out
+        assert "resuming at global step 2" in out, out
+        assert re.search(r"^step 4/4 ", out, re.M), out
+        assert "Traceback" not in out
+    (_, chief), (_, worker) = results
+    assert re.search(r"WARNING: skipping checkpoint \S+ckpt-4: its data "
+                     r"file \S+ is truncated", chief), chief
+    # Only the chief looks at the files.
+    assert "skipping" not in worker and "moved the" not in worker, worker
+    aside = os.path.join(run_dir, checkpoint_files.UNREADABLE_DIR)
+    for name, digest in before.items():
+        where = aside if name.startswith("ckpt-4.") else run_dir
+        assert _md5(os.path.join(where, name)) == digest, name
+    steps = [re.search(r"^step 4/4 .*", out, re.M).group(0)
+             for _, out in results]
+    strip = [re.sub(r"\s+\S+ img/s.*", "", line) for line in steps]
+    assert strip[0] == strip[1]  # same weights, same global losses
+
+    # --start_over: the chief sets the run aside, both start at step 0.
+    results = _two_workers(_flags(records, checkpoint_dir, "--max_steps=2",
+                                  "--start_over"))
+    for code, out in results:
+        assert code == 0, out
+        assert "starting at step 0" in out and "resuming" not in out, out
+        assert re.search(r"^step 2/2 ", out, re.M), out
+        assert "Traceback" not in out
+    assert "--start_over: moved the files of" in results[0][1]
+    assert "moved the files" not in results[1][1]
+    (folder,) = [n for n in os.listdir(run_dir) if n.startswith("set_aside")]
+    assert _md5(os.path.join(run_dir, folder, "ckpt-2.index")) == (
+        before["ckpt-2.index"])
+    latest = tf.train.latest_checkpoint(run_dir)
+    assert latest.endswith("ckpt-2")
+
+
+def test_a_worker_that_cannot_read_the_choice_stops_them_all(
+    records, run_with_damaged_newest
+):
+    checkpoint_dir, run_dir = run_with_damaged_newest
+    # The chief sets the damaged ckpt-4 aside and chooses ckpt-2 before
+    # this run starts; worker 1 then cannot read ckpt-2.
+    before = {n: _md5(os.path.join(run_dir, n)) for n in os.listdir(run_dir)
+              if n.startswith("ckpt-2.")}
+    (chief_code, chief), (worker_code, worker) = _two_workers(
+        _flags(records, checkpoint_dir, "--max_steps=4"), second=_DENIED)
+    ckpt2 = re.escape(os.path.join(run_dir, "ckpt-2"))
+    assert worker_code == 1, worker
+    assert re.search(
+        rf"error: the chief chose {ckpt2} to resume from, but this worker "
+        r"could not read it \(reading \S+ failed with PermissionDeniedError"
+        r".*All workers stop here", worker), worker
+    assert chief_code == 1, chief
+    assert re.search(
+        rf"error: the chief chose {ckpt2} to resume from, but another "
+        r"worker could not read it; its output says why", chief), chief
+    for out in (chief, worker):
+        assert "Traceback" not in out and not re.search(r"^step ", out, re.M)
+    for name, digest in before.items():
+        assert _md5(os.path.join(run_dir, name)) == digest, name
