@@ -132,6 +132,9 @@ class DataConfig:
     tfds_manual_dir: str = ""
     tfds_data_dir: str = ""
     seed: int | None = None
+    # One element order, whatever the parallelism (tf.data's deterministic
+    # option); set by --deterministic.
+    deterministic: bool = False
     # Mirror each real image left-right with probability 1/2 (off as
     # released); usual for faces and scenes, small datasets.
     random_flip: bool = False
@@ -184,6 +187,9 @@ class TrainConfig:
     # Move every file of the run directory aside (never deleting one) and
     # start at step 0.
     start_over: bool = False
+    # TF op determinism plus a deterministic input pipeline (needs a seed;
+    # one is picked when unset). Slower on GPUs; see determinism.py.
+    deterministic: bool = False
     # Seconds a transient storage error (Unavailable, DeadlineExceeded,
     # Aborted, Internal) is retried, with backoff, before the run stops.
     storage_retry_secs: float = 300.0
@@ -269,6 +275,8 @@ class EvalConfig:
     # Export (`--mode export`); "" = <checkpoint_dir>/export/imagenet_<bs>.
     export_dir: str = ""
     seed: int | None = None
+    # As TrainConfig.deterministic.
+    deterministic: bool = False
     # See TrainConfig.storage_retry_secs.
     storage_retry_secs: float = 300.0
     # Score every unscored checkpoint, oldest first, instead of the newest.

@@ -70,3 +70,29 @@ def test_read_result_picks_the_matching_evaluation(tmp_path):
     assert run_demo.read_result(str(path), 0)["fid"] == 4.0
     with pytest.raises(SystemExit, match="standing_stats_batches=2"):
         run_demo.read_result(str(path), 2)
+
+
+def test_seed_table_gives_every_run_and_each_networks_mean_and_spread():
+    import statistics
+
+    rows = [
+        {"network": n, "seed": s, "fid": f, "incscore": i,
+         "generated_accuracy": a}
+        for n, s, f, i, a in (
+            ("sagan", 0, 4.0, 7.5, 0.96), ("sagan", 1, 6.0, 7.0, 0.77),
+            ("sagan", 2, 5.0, 7.2, 0.99), ("baseline", 0, 9.0, 6.0, 0.81),
+        )
+    ]
+    stats = run_demo.seed_table(rows)
+    sagan = stats["sagan"]["generated_accuracy"]
+    assert sagan["mean"] == pytest.approx(statistics.mean([.96, .77, .99]))
+    assert sagan["std"] == pytest.approx(statistics.stdev([.96, .77, .99]))
+    assert (sagan["min"], sagan["max"]) == (0.77, 0.99)
+    assert stats["baseline"]["fid"] == {
+        "mean": 9.0, "std": 0.0, "min": 9.0, "max": 9.0}
+    table = run_demo.table_markdown(rows, stats)
+    lines = table.strip().splitlines()
+    assert len(lines) == 2 + 4 + 2
+    assert lines[3] == "| sagan | 1 | 6.00 | 7.00 | 77.0 % |"
+    assert lines[6].startswith("| **sagan** | mean ± sd [min, max] | 5.00 ± "
+                               "1.00 [4.00, 6.00] |")

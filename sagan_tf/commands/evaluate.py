@@ -310,6 +310,14 @@ def define_flags(fv=flags.FLAGS):
     flags.DEFINE_integer(
         "seed", None, "Random seed (default: random).", flag_values=fv
     )
+    flags.DEFINE_boolean(
+        "deterministic",
+        _EVAL.deterministic,
+        "Repeatable scores on GPUs too: TensorFlow's op determinism "
+        "(slower) and a deterministic real-image pipeline. Needs --seed; "
+        "without one, a seed is picked and printed.",
+        flag_values=fv,
+    )
     flags.DEFINE_float(
         "storage_retry_secs",
         _EVAL.storage_retry_secs,
@@ -385,6 +393,16 @@ def _main(fv):
             flush=True,
         )
     # Imported here: the flags are checked before the heavier modules load.
+    from sagan_tf import determinism
+
+    config = determinism.with_seed(config)
+    with determinism.op_determinism(config), (
+        determinism.explained_errors(config)
+    ):
+        _run_mode(fv, config)
+
+
+def _run_mode(fv, config):
     from sagan_tf.evaluation import evaluator, export, restore, sampling
     from sagan_tf.models import checks
 

@@ -207,6 +207,14 @@ def define_flags(fv=flags.FLAGS):
         "nothing, and train from step 0. Without it, training never starts "
         "from step 0 beside existing checkpoints.",
         flag_values=fv)
+    flags.DEFINE_boolean(
+        "deterministic", _T.deterministic,
+        "Repeatable runs on GPUs too: TensorFlow's op determinism (slower) "
+        "and a deterministic input pipeline (seeded shuffles, one element "
+        "order). Needs --seed; without one, a seed is picked and printed. "
+        "An op with no deterministic kernel on the device stops the run, "
+        "named.",
+        flag_values=fv)
     flags.DEFINE_float(
         "storage_retry_secs", _T.storage_retry_secs,
         "Seconds a transient storage error (Unavailable, DeadlineExceeded, "

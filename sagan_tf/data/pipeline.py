@@ -47,7 +47,7 @@ def _shard_pipeline(config, files, input_context, shuffle):
     """(filename, serialized record) pairs, disjoint across pipelines."""
     pipelines = input_context.num_input_pipelines if input_context else 1
     index = input_context.input_pipeline_id if input_context else 0
-    deterministic = config.seed is not None
+    deterministic = config.seed is not None or config.deterministic
     dataset = tf.data.Dataset.from_tensor_slices(files)
     shard_records = pipelines > 1 and len(files) < pipelines
     if pipelines > 1 and not shard_records:
@@ -129,7 +129,8 @@ def _flip_fn(seed):
 
 
 def build_dataset(config, *, image_size, batch_size, num_classes,
-                  input_context=None, repeat=True, shuffle=True):
+                  input_context=None, repeat=True, shuffle=True,
+                  skip_batches=0):
     """Builds the input pipeline of one replica (or one input pipeline).
 
     Files are sharded by `input_context` (records, when there are fewer files
@@ -147,6 +148,9 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
         input_context: tf.distribute.InputContext, or None for one pipeline.
         repeat: repeat forever.
         shuffle: shuffle files and records.
+        skip_batches: batches to leave out at the start, counted in
+            `batch_size` records of the stream (a resume's position; only
+            meaningful when `config.seed` fixes the order).
 
     Returns:
         tf.data.Dataset of (images float32 [batch_size, S, S, 3] in [-1, 1],
@@ -162,7 +166,7 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
             f" be positive and num_classes ({num_classes}) >= 0")
     if config.data_format == "tfds":
         dataset = _tfds_pipeline(config, input_context, shuffle)
-        deterministic = config.seed is not None
+        deterministic = config.seed is not None or config.deterministic
         parse = records.make_encoded_parser(config, image_size, num_classes)
     else:
         files = records.list_files(config)
@@ -177,6 +181,13 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
         dataset = dataset.shuffle(config.shuffle_buffer_size, seed=config.seed)
     if repeat:
         dataset = dataset.repeat()
+    if skip_batches:
+        # The position of a resumed run is a count, not a saved iterator: a
+        # tf.data iterator checkpoint holds the shuffle buffer (about 5 GB
+        # at the default 100000 raw 128x128 records), and the distributed
+        # iterator cannot be checkpointed. Skipping before `parse` reads
+        # the records again but decodes none.
+        dataset = dataset.skip(skip_batches * batch_size)
     dataset = dataset.map(
         parse, num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic)
@@ -185,13 +196,22 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
             _flip_fn(config.seed), num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=deterministic)
     dataset = dataset.batch(batch_size, drop_remainder=True)
+    if config.deterministic:
+        # Also for the stages that take no `deterministic` argument.
+        options = tf.data.Options()
+        options.deterministic = True
+        dataset = dataset.with_options(options)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def distributed_dataset(strategy, config, *, image_size,
                         per_replica_batch_size, num_classes, repeat=True,
-                        shuffle=True):
+                        shuffle=True, skip_steps=0):
     """`build_dataset` for every replica of `strategy`.
+
+    `skip_steps`: elements the distributed iterator gave before (a resumed
+    run's position). Each step takes one batch per replica, and an input
+    pipeline serves all replicas of its worker.
 
     Returns:
         A tf.distribute.DistributedDataset whose elements are per-replica
@@ -206,10 +226,13 @@ def distributed_dataset(strategy, config, *, image_size,
             num_classes=num_classes)
 
     def dataset_fn(input_context):
+        per_pipeline = max(1, input_context.num_replicas_in_sync
+                           // input_context.num_input_pipelines)
         return build_dataset(
             config, image_size=image_size,
             batch_size=per_replica_batch_size, num_classes=num_classes,
-            input_context=input_context, repeat=repeat, shuffle=shuffle)
+            input_context=input_context, repeat=repeat, shuffle=shuffle,
+            skip_batches=skip_steps * per_pipeline)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 

@@ -10,7 +10,10 @@ TensorBoard event files and a `tf.train.CheckpointManager` checkpoint named
                         ema_generator=<only when the EMA is on>)
 
 The SN u vectors and the BN moving statistics are layer weights, so they are
-part of `generator` / `discriminator`.
+part of `generator` / `discriminator`. Training also saves `noise_rng` (the
+z / fake-label tf.random.Generator) and `data_position` (batches read per
+replica), so that a resume continues the same run; checkpoints without
+them still restore (`updates.GANTrainer.run_state_objects`).
 """
 
 import dataclasses

@@ -27,11 +27,12 @@ import time
 import keras
 import tensorflow as tf
 
-from sagan_tf import cli, paths
+from sagan_tf import cli, determinism, paths
 from sagan_tf.data import pipeline
 from sagan_tf.evaluation import attention_maps
 from sagan_tf.models import checks
 from sagan_tf.training import (
+    checkpoint_files,
     checkpoints,
     distribute,
     run_lock,
@@ -106,10 +107,33 @@ def run(config, strategy=None, log=print):
     paths.check_folder(checkpoints.run_dir(config), "--checkpoint_dir")
     if strategy is None:
         strategy = distribute.select_strategy(config.num_cpu_devices)
+    saved = _saved_run_config(config)
+    if config.deterministic and config.seed is None and (
+        distribute.is_multi_worker(strategy)
+    ):
+        raise ValueError(
+            "--deterministic with several workers needs --seed: every "
+            "worker must use the same one.")
+    config = determinism.with_seed(
+        config, saved_seed=(saved or {}).get("seed"), log=log)
+    determinism.warn_if_changed(saved, config, cli.warn)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    with _precision_policy(config.mixed_precision):
+    with _precision_policy(config.mixed_precision), (
+        determinism.op_determinism(config)
+    ), determinism.explained_errors(config):
         return _Loop(config, strategy, log).run()
+
+
+def _saved_run_config(config):
+    """The run's config.json when this start resumes it, else None."""
+    directory = checkpoints.run_dir(config)
+    if config.start_over or not checkpoint_files.find(directory):
+        return None
+    try:
+        return checkpoints.read_config(directory)
+    except ValueError:
+        return None  # named by the architecture check in _Loop
 
 
 class _Loop:
@@ -141,7 +165,8 @@ class _Loop:
             self.keeper = checkpoints.CheckpointKeeper(
                 self.directory,
                 self.trainer.step,
-                self.trainer.checkpoint_objects(),
+                {**self.trainer.checkpoint_objects(),
+                 **self.trainer.run_state_objects()},
                 max_to_keep=config.keep_checkpoints,
                 is_chief=self.is_chief,
                 task_id=task_id,
@@ -223,6 +248,34 @@ class _Loop:
             self.trainer.copy_generator_to_ema()
         return step
 
+    def _resume_run_state(self, start):
+        """Continues the noise RNG and the input order of the checkpoint.
+
+        With `--seed`, the restored RNG and input position make the resumed
+        run equal the uninterrupted one. A checkpoint written before they
+        were saved (or a run without `--seed`) seeds both afresh.
+
+        Returns:
+          Distributed-iterator steps the input pipeline must skip.
+        """
+        trainer, path = self.trainer, self.keeper.last_intact
+        if self.config.seed is None or path is None:
+            trainer.seed_noise(start)
+            trainer.data_position.assign(0)
+            return 0
+        if self.keeper.has_object(path, updates_lib.NOISE_RNG_KEY):
+            position = int(trainer.data_position.numpy())
+            self.log(f"Continuing the checkpoint's noise RNG and input "
+                     f"order (--seed {self.config.seed}): skipping the "
+                     f"{position} batch(es) per replica read before.")
+            return position
+        self.log("The checkpoint holds no noise RNG or input position "
+                 "(written by an older version): seeding both afresh from "
+                 f"--seed {self.config.seed} and step {start}, so this run "
+                 "will differ from an uninterrupted one.")
+        trainer.seed_noise(start)
+        trainer.data_position.assign(0)
+        return 0
     def _collective(self, fn, *args):
         # MultiWorkerMirroredStrategy's health check aborts a collective
         # whose peer died; say so in one paragraph instead of TF's text.
@@ -263,13 +316,14 @@ class _Loop:
             self.log(f"Global step {start} >= --max_steps {c.max_steps}; "
                      "nothing to do.")
             return start
-        self.trainer.seed_noise(start)
+        skip_steps = self._resume_run_state(start)
         dataset = pipeline.distributed_dataset(
             self.strategy,
             c.data,
             image_size=c.model.image_size,
             per_replica_batch_size=c.batch_size,
             num_classes=c.model.number_classes,
+            skip_steps=skip_steps,
         )
         iterator = iter(dataset)
         # The run is known to start: the flags, the checkpoint and the data

@@ -164,7 +164,16 @@ class GANTrainer:
                 name="first_non_finite_step",
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
-        self._rng = None
+            # The run state beside the weights (see `run_state_objects`).
+            # Created in the scope: each replica draws its own stream.
+            self._rng = _noise_generator(config.seed, 0)
+            self.data_position = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="data_position",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
         self.g_update = self._g_update_fn
         self.d_update = self._d_update_fn
         if config.xla and distribute.is_default_strategy(strategy):
@@ -197,17 +206,13 @@ class GANTrainer:
         return optimizer
 
     def seed_noise(self, step):
-        """Creates the z / fake-label RNG; seeded runs depend on `step` too.
+        """Seeds the z / fake-label RNG afresh; seeded runs depend on `step`.
 
-        Created in the strategy scope, so each replica draws its own stream.
+        The state a checkpoint restored is overwritten: only for a start
+        without `--seed`, or from a checkpoint that holds no RNG state.
         """
-        with self.strategy.scope():
-            if self.config.seed is None:
-                self._rng = tf.random.Generator.from_non_deterministic_state()
-            else:
-                self._rng = tf.random.Generator.from_seed(
-                    self.config.seed * 1_000_003 + int(step)
-                )
+        fresh = _noise_generator(self.config.seed, step)
+        self._rng.reset(fresh.state)
 
     def copy_generator_to_ema(self):
         """Sets every EMA weight (incl. u and BN statistics) to G's."""
@@ -377,6 +382,7 @@ class GANTrainer:
             ],
             axis=0,
         )
+        self.data_position.assign_add(self.config.d_step)
         step = self.step.assign_add(1)
         finite = tf.reduce_all(tf.math.is_finite(total))
         first = self.first_non_finite_step
@@ -438,6 +444,18 @@ class GANTrainer:
             objects["ema_generator"] = self.ema_generator
         return objects
 
+    def run_state_objects(self):
+        """What decides the next steps besides the weights: the z / fake-label
+        RNG and the batches taken from each input pipeline.
+
+        Checkpointed beside `checkpoint_objects()`; checkpoints older than
+        these objects restore without them.
+        """
+        return {
+            NOISE_RNG_KEY: self._rng,
+            DATA_POSITION_KEY: self.data_position,
+        }
+
 
 def apply_gradients(optimizer, grads, variables):
     """optimizer.apply_gradients with IndexedSlices made dense first.
@@ -451,6 +469,18 @@ def apply_gradients(optimizer, grads, variables):
         for g in grads
     ]
     optimizer.apply_gradients(zip(dense, variables))
+
+
+NOISE_RNG_KEY = "noise_rng"
+DATA_POSITION_KEY = "data_position"
+
+
+def _noise_generator(seed, step):
+    # The seed of a start at `step` (as before the RNG was checkpointed, so
+    # that straight runs keep their numbers).
+    if seed is None:
+        return tf.random.Generator.from_non_deterministic_state()
+    return tf.random.Generator.from_seed(seed * 1_000_003 + int(step))
 
 
 _D_METRICS = ("d_loss", "d_loss_real", "d_loss_fake", "logit_real",
