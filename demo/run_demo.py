@@ -329,124 +329,6 @@ def _evaluate(name, eval_flags, root, sample_dir, classifier_dir,
     return figures
 
 
-# Several seeds ------------------------------------------------------------
-
-# Figures of the table: (summary key, column title), from the standing-
-# statistics evaluation (the demo's headline figures).
-TABLE_FIGURES = (("fid", "FID"), ("incscore", "IS"),
-                 ("generated_accuracy", "class accuracy"))
-
-
-def seed_table(rows):
-    """Mean and spread of each network's figures over seeds.
-
-    Args:
-        rows: list of {"network", "seed", "fid", "incscore",
-            "generated_accuracy", ...}.
-
-    Returns:
-        {network: {figure: {"mean", "std" (sample, n - 1; 0 for one seed),
-        "min", "max"}}}.
-    """
-    import numpy as np
-
-    stats = {}
-    for network in dict.fromkeys(r["network"] for r in rows):
-        mine = [r for r in rows if r["network"] == network]
-        stats[network] = {}
-        for key, _ in TABLE_FIGURES:
-            values = np.array([r[key] for r in mine], np.float64)
-            stats[network][key] = {
-                "mean": float(values.mean()),
-                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                "min": float(values.min()),
-                "max": float(values.max()),
-            }
-    return stats
-
-
-def table_markdown(rows, stats):
-    """The table of `run_seeds` as Markdown: one row per run, then mean ±
-    sample standard deviation [min, max] per network."""
-    head = "| network | seed | " + " | ".join(t for _, t in TABLE_FIGURES)
-    lines = [head + " |", "|" + " --- |" * (2 + len(TABLE_FIGURES))]
-
-    def fmt(key, value):
-        return (f"{100 * value:.1f} %" if key == "generated_accuracy"
-                else f"{value:.2f}")
-
-    for r in rows:
-        lines.append(f"| {r['network']} | {r['seed']} | " + " | ".join(
-            fmt(k, r[k]) for k, _ in TABLE_FIGURES) + " |")
-    for network, figures in stats.items():
-        cells = []
-        for key, _ in TABLE_FIGURES:
-            s = figures[key]
-            cells.append(f"{fmt(key, s['mean'])} ± {fmt(key, s['std'])} "
-                         f"[{fmt(key, s['min'])}, {fmt(key, s['max'])}]")
-        lines.append(f"| **{network}** | mean ± sd [min, max] | "
-                     + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _forwarded_flags():
-    """The settings every run of `run_seeds` shares, as flags."""
-    return [f"--{name}={FLAGS[name].value}" for name in (
-        "image_size", "max_steps", "batch_size", "gf_dim", "df_dim",
-        "attention_resolution", "generator_learning_rate",
-        "discriminator_learning_rate", "eval_sample_size",
-        "standing_stats_batches", "standing_stats_batch_size",
-        "classifier_epochs", "data_seed")]
-
-
-def run_seeds(seeds, compare_baseline, out):
-    """The whole demo once per seed (and network), each in its own folder
-    and process; writes <out>/seeds.json and <out>/seeds.md.
-
-    Returns:
-        The Markdown table.
-    """
-    networks = ["sagan"] + (["baseline"] if compare_baseline else [])
-    os.makedirs(out, exist_ok=True)
-    rows, start = [], time.monotonic()
-    for seed in seeds:
-        for network in networks:
-            folder = os.path.join(out, f"seed_{seed}_{network}")
-            _stage(f"seed {seed}, {network}")
-            _run(["demo/run_demo.py", f"--out_dir={folder}",
-                  f"--seed={seed}", f"--baseline={network == 'baseline'}"]
-                 + _forwarded_flags())
-            with open(os.path.join(folder, "summary.json")) as f:
-                summary = json.load(f)
-            standing = summary["figures"]["standing_stats"]
-            rows.append({
-                "network": network, "seed": int(seed),
-                **{k: standing[k] for k, _ in TABLE_FIGURES},
-                "per_class_accuracy": standing[
-                    "generated_accuracy_per_class"],
-                "train_seconds": summary["seconds"]["train"],
-                "total_seconds": summary["seconds"]["total"],
-            })
-    stats = seed_table(rows)
-    table = table_markdown(rows, stats)
-    wall = round(time.monotonic() - start, 1)
-    command = "python demo/run_demo.py " + " ".join(
-        [f"--seeds={','.join(seeds)}"]
-        + (["--compare_baseline"] if compare_baseline else [])
-        + _forwarded_flags())
-    with open(os.path.join(out, "seeds.json"), "w") as f:
-        json.dump({"rows": rows, "stats": stats, "wall_seconds": wall,
-                   "command": command,
-                   "date": time.strftime("%Y-%m-%d", time.gmtime())},
-                  f, indent=2)
-    with open(os.path.join(out, "seeds.md"), "w") as f:
-        f.write(f"Standing BN statistics, {FLAGS.eval_sample_size} images; "
-                f"`{command}`; {wall / 60:.0f} min in all.\n\n{table}")
-    print("\n" + table + f"\n{len(rows)} runs in {wall / 60:.1f} min; "
-          f"{os.path.join(out, 'seeds.md')}", flush=True)
-    return table
-
-
 def main(argv):
     del argv
     from absl import logging
@@ -457,8 +339,12 @@ def main(argv):
         if not all(s.strip().lstrip("-").isdigit() for s in FLAGS.seeds):
             raise SystemExit(f"run_demo.py: --seeds={','.join(FLAGS.seeds)}"
                              ": give integers, e.g. --seeds 0,1,2")
-        run_seeds([s.strip() for s in FLAGS.seeds], FLAGS.compare_baseline,
-                  os.path.abspath(FLAGS.out_dir))
+        import seeds  # demo/seeds.py, beside this file
+
+        seeds.run_seeds([s.strip() for s in FLAGS.seeds],
+                        FLAGS.compare_baseline,
+                        os.path.abspath(FLAGS.out_dir), FLAGS,
+                        sys.modules[__name__])
         return
     if FLAGS.unconditional:
         import unconditional  # demo/unconditional.py, beside this file

@@ -15,6 +15,7 @@ sys.path.insert(
 )
 
 import run_demo  # noqa: E402
+import seeds  # noqa: E402
 
 
 def test_digit_folders_hold_every_digit_scaled_to_255(tmp_path):
@@ -83,14 +84,14 @@ def test_seed_table_gives_every_run_and_each_networks_mean_and_spread():
             ("sagan", 2, 5.0, 7.2, 0.99), ("baseline", 0, 9.0, 6.0, 0.81),
         )
     ]
-    stats = run_demo.seed_table(rows)
+    stats = seeds.seed_table(rows)
     sagan = stats["sagan"]["generated_accuracy"]
     assert sagan["mean"] == pytest.approx(statistics.mean([.96, .77, .99]))
     assert sagan["std"] == pytest.approx(statistics.stdev([.96, .77, .99]))
     assert (sagan["min"], sagan["max"]) == (0.77, 0.99)
     assert stats["baseline"]["fid"] == {
         "mean": 9.0, "std": 0.0, "min": 9.0, "max": 9.0}
-    table = run_demo.table_markdown(rows, stats)
+    table = seeds.table_markdown(rows, stats)
     lines = table.strip().splitlines()
     assert len(lines) == 2 + 4 + 2
     assert lines[3] == "| sagan | 1 | 6.00 | 7.00 | 77.0 % |"
