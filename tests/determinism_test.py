@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from tensorflow.python.framework import config as tf_config
+from train_recovery_test import run_main
 
 from sagan_tf import config as config_lib
 from sagan_tf import determinism
@@ -36,16 +37,7 @@ def records(tmp_path_factory):
 
 
 def _train(capsys, *args):
-    fv = flags.FlagValues()
-    train_command.define_flags(fv)
-    fv(["train_imagenet.py", *TINY, *args])
-    code = 0
-    try:
-        train_command.main(["train_imagenet.py"], fv)
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    return run_main(capsys, *TINY, *args)
 
 
 def test_resume_with_another_value_warns(records, tmp_path, capsys):

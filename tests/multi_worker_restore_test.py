@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ import eval_fixtures as fx
 import pytest
 import tensorflow as tf
 from absl import flags
+from train_imagenet_test import free_ports
 
 from sagan_tf.commands import train as train_command
 from sagan_tf.training import checkpoint_files, checkpoints, updates
@@ -38,15 +38,6 @@ def _flags(records, checkpoint_dir, *extra):
     return [f"--data_dir={records}", f"--checkpoint_dir={checkpoint_dir}",
             *TINY, *extra]
 
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 # Worker 1 as train_imagenet.py, with every checkpoint read refused: a
@@ -71,7 +62,7 @@ train.run()
 def _two_workers(args, second=None):
     """Runs train_imagenet.py as workers 0 and 1 (worker 1 as the Python
     program `second` when given): [(exit status, output)]."""
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     procs = []
     for index in range(2):
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2",

@@ -224,7 +224,8 @@ def test_sigterm_saves_at_step_reached_and_exits_zero(
     assert _ckpt_step(latest) == reached
 
 
-def _free_ports(n):
+def free_ports(n):
+    """n free TCP ports on localhost, for TF_CONFIG clusters."""
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
         s.bind(("127.0.0.1", 0))
@@ -236,7 +237,7 @@ def _free_ports(n):
 
 def test_two_workers_under_tf_config_complete_two_steps(records, tmp_path):
     checkpoint_dir = str(tmp_path / "ck")
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     procs = []
     for index in range(2):
         tf_config = json.dumps({
