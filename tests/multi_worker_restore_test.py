@@ -18,9 +18,10 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from train_imagenet_test import free_ports
+from train_recovery_test import save_untrained_run
 
 from sagan_tf.commands import train as train_command
-from sagan_tf.training import checkpoint_files, checkpoints, updates
+from sagan_tf.training import checkpoint_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, CLASSES, BATCH = 32, 4, 4
@@ -110,16 +111,7 @@ def run_with_damaged_newest(records, tmp_path):
     fv = flags.FlagValues()
     train_command.define_flags(fv)
     fv(["train_imagenet.py", *_flags(records, checkpoint_dir)])
-    config = train_command.train_config_from_flags(fv)
-    run_dir = checkpoints.run_dir(config)
-    gan = updates.GANTrainer(config, tf.distribute.get_strategy())
-    keeper = checkpoints.CheckpointKeeper(
-        run_dir, gan.step, gan.checkpoint_objects(), max_to_keep=5
-    )
-    for step in (2, 4):
-        gan.step.assign(step)
-        keeper.save()
-    checkpoints.write_config(run_dir, config)
+    run_dir = save_untrained_run(train_command.train_config_from_flags(fv))
     (data,) = [n for n in os.listdir(run_dir)
                if n.startswith("ckpt-4.data")]
     os.truncate(os.path.join(run_dir, data), 100)

@@ -95,6 +95,14 @@ def base_run(records, tmp_path_factory):
     config = train_command.train_config_from_flags(_parse(
         f"--data_dir={records}", f"--checkpoint_dir={checkpoint_dir}", *TINY
     ))
+    save_untrained_run(config)
+    return checkpoint_dir
+
+
+def save_untrained_run(config):
+    """ckpt-2 and ckpt-4 of the full training state of `config`, and its
+    config.json, saved without training (no tracing); returns the run
+    directory."""
     run_dir = checkpoints.run_dir(config)
     gan = updates.GANTrainer(config, tf.distribute.get_strategy())
     keeper = checkpoints.CheckpointKeeper(
@@ -104,7 +112,7 @@ def base_run(records, tmp_path_factory):
         gan.step.assign(step)
         keeper.save()
     checkpoints.write_config(run_dir, config)
-    return checkpoint_dir
+    return run_dir
 
 
 def copy_run(base_run, tmp_path):
