@@ -12,6 +12,8 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+import time
 
 import eval_fixtures as fx
 import pytest
@@ -59,12 +61,37 @@ from sagan_tf.commands import train
 train.run()
 """
 
+# A worker as train_imagenet.py that is killed (SIGKILL, no clean-up) as
+# soon as it starts to restore a checkpoint: a machine lost mid-restore.
+_KILLED_IN_RESTORE = """
+import os
+import signal
+import sys
+from sagan_tf.training import checkpoints
 
-def _two_workers(args, second=None):
-    """Runs train_imagenet.py as workers 0 and 1 (worker 1 as the Python
-    program `second` when given): [(exit status, output)]."""
+
+def die(self, prefix):
+    print("injected: SIGKILL while restoring " + prefix, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+checkpoints.CheckpointKeeper.restore = die
+sys.argv[0] = "train_imagenet.py"
+from sagan_tf.commands import train
+train.run()
+"""
+
+
+def _two_workers(args, second=None, first=None):
+    """Runs train_imagenet.py as workers 0 and 1 (worker 0 as the Python
+    program `first`, worker 1 as `second`, when given).
+
+    Returns:
+      [(exit status, output, seconds from start to exit)] per worker; a
+      worker still running after TIMEOUT seconds is killed (status -9).
+    """
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    procs = []
+    procs, logs = [], []
     for index in range(2):
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2",
                    TF_CONFIG=json.dumps({
@@ -72,22 +99,35 @@ def _two_workers(args, second=None):
                        "task": {"type": "worker", "index": index},
                    }))
         program = [os.path.join(ROOT, "train_imagenet.py")]
-        if index == 1 and second:
-            program = ["-c", second]
+        code = (first, second)[index]
+        if code:
+            program = ["-c", code]
+        logs.append(tempfile.TemporaryFile("w+"))
         procs.append(subprocess.Popen(
             [sys.executable, *program, *args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT, env=env, stdout=logs[-1], stderr=subprocess.STDOUT,
+            text=True,
         ))
-    results = []
+    start = time.monotonic()
+    ended = [None, None]
     try:
-        for proc in procs:
-            out = proc.communicate(timeout=TIMEOUT)[0]
-            results.append((proc.returncode, out))
+        # Polled, so each worker's exit time is its own.
+        while None in ended and time.monotonic() - start < TIMEOUT:
+            for index, proc in enumerate(procs):
+                if ended[index] is None and proc.poll() is not None:
+                    ended[index] = time.monotonic() - start
+            time.sleep(0.2)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+    results = []
+    for proc, log, seconds in zip(procs, logs, ended):
+        proc.wait()
+        log.seek(0)
+        results.append((proc.returncode, log.read(),
+                        TIMEOUT if seconds is None else seconds))
+        log.close()
     return results
 
 
@@ -127,12 +167,12 @@ def test_workers_resume_from_the_chiefs_choice_then_start_over_together(
 
     # The newest checkpoint is damaged: both resume from ckpt-2.
     results = _two_workers(_flags(records, checkpoint_dir, "--max_steps=4"))
-    for code, out in results:
+    for code, out, _ in results:
         assert code == 0, out
         assert "resuming at global step 2" in out, out
         assert re.search(r"^step 4/4 ", out, re.M), out
         assert "Traceback" not in out
-    (_, chief), (_, worker) = results
+    (_, chief, _), (_, worker, _) = results
     assert re.search(r"WARNING: skipping checkpoint \S+ckpt-4: its data "
                      r"file \S+ is truncated", chief), chief
     # Only the chief looks at the files.
@@ -142,14 +182,14 @@ def test_workers_resume_from_the_chiefs_choice_then_start_over_together(
         where = aside if name.startswith("ckpt-4.") else run_dir
         assert _md5(os.path.join(where, name)) == digest, name
     steps = [re.search(r"^step 4/4 .*", out, re.M).group(0)
-             for _, out in results]
+             for _, out, _ in results]
     strip = [re.sub(r"\s+\S+ img/s.*", "", line) for line in steps]
     assert strip[0] == strip[1]  # same weights, same global losses
 
     # --start_over: the chief sets the run aside, both start at step 0.
     results = _two_workers(_flags(records, checkpoint_dir, "--max_steps=2",
                                   "--start_over"))
-    for code, out in results:
+    for code, out, _ in results:
         assert code == 0, out
         assert "starting at step 0" in out and "resuming" not in out, out
         assert re.search(r"^step 2/2 ", out, re.M), out
@@ -171,7 +211,7 @@ def test_a_worker_that_cannot_read_the_choice_stops_them_all(
     # this run starts; worker 1 then cannot read ckpt-2.
     before = {n: _md5(os.path.join(run_dir, n)) for n in os.listdir(run_dir)
               if n.startswith("ckpt-2.")}
-    (chief_code, chief), (worker_code, worker) = _two_workers(
+    (chief_code, chief, _), (worker_code, worker, _) = _two_workers(
         _flags(records, checkpoint_dir, "--max_steps=4"), second=_DENIED)
     ckpt2 = re.escape(os.path.join(run_dir, "ckpt-2"))
     assert worker_code == 1, worker
@@ -186,4 +226,33 @@ def test_a_worker_that_cannot_read_the_choice_stops_them_all(
     for out in (chief, worker):
         assert "Traceback" not in out and not re.search(r"^step ", out, re.M)
     for name, digest in before.items():
+        assert _md5(os.path.join(run_dir, name)) == digest, name
+
+
+@pytest.mark.parametrize("killed", [1, 0], ids=["worker", "chief"])
+def test_a_worker_killed_during_the_restore_stops_the_other(
+    records, run_with_damaged_newest, killed
+):
+    """kill -9 of one worker while it restores: the other one stops soon,
+    with one paragraph, instead of waiting in the collective forever."""
+    checkpoint_dir, run_dir = run_with_damaged_newest
+    ckpt2 = {n: _md5(os.path.join(run_dir, n)) for n in os.listdir(run_dir)
+             if n.startswith("ckpt-2.")}
+    programs = {("first", "second")[killed]: _KILLED_IN_RESTORE}
+    results = _two_workers(
+        _flags(records, checkpoint_dir, "--max_steps=4"), **programs)
+    dead_code, dead, died_at = results[killed]
+    code, out, ended_at = results[1 - killed]
+    assert dead_code == -9 and "injected: SIGKILL" in dead, dead
+    # TF's coordination service notices a lost worker by its heartbeats
+    # (10 s) or by the broken connection.
+    assert code == 1, out
+    assert ended_at - died_at < 120, (died_at, ended_at, out)
+    assert re.search(
+        r"error: lost the other workers while agreeing on the checkpoint "
+        r"to resume from in \S+imagenet_4 \(\w+Error: [^\n]*\b"
+        r"(heartbeats|Connection reset|Socket closed|connect)", out), out
+    assert "Detected at node" not in out and "Traceback" not in out, out
+    assert not re.search(r"^step ", out, re.M), out
+    for name, digest in ckpt2.items():
         assert _md5(os.path.join(run_dir, name)) == digest, name

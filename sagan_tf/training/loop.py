@@ -276,6 +276,7 @@ class _Loop:
         trainer.seed_noise(start)
         trainer.data_position.assign(0)
         return 0
+
     def _collective(self, fn, *args):
         # MultiWorkerMirroredStrategy's health check aborts a collective
         # whose peer died; say so in one paragraph instead of TF's text.
@@ -285,7 +286,7 @@ class _Loop:
             raise checkpoints.CheckpointError(
                 "lost the other workers while agreeing on the checkpoint to "
                 f"resume from in {self.directory} ({type(error).__name__}: "
-                f"{error.message.strip()[:200]}); a worker stopped or the "
+                f"{_op_error_cause(error)}); a worker stopped or the "
                 "network failed. This worker stops too; start all workers "
                 "again."
             ) from None
@@ -438,3 +439,23 @@ class _Loop:
 
 def _floats(values):
     return {name: float(value.numpy()) for name, value in values.items()}
+
+
+def _op_error_cause(error, limit=200):
+    """The cause in a graph OpError's message, without TF's node trace.
+
+    A failed collective's message is "Graph execution error:", the Python
+    stack where the node was defined, then the cause (e.g. "Connection reset
+    by peer", or the tasks that stopped sending heartbeats).
+    """
+    trace = ("Graph execution error:", "Detected at node", "File ", "[[",
+             "Additional GRPC")
+    lines = [line.strip() for line in error.message.splitlines()]
+    causes = [line for line in lines
+              if line and not line.startswith(trace)]
+    if not causes:
+        return error.message.strip()[:limit]
+    cause = causes[0]
+    if cause.endswith(":") and len(causes) > 1:  # e.g. the tasks lost
+        cause += " " + causes[1]
+    return cause[:limit]
