@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import random_records  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from sagan_tf import config, determinism  # noqa: E402
@@ -50,23 +51,6 @@ _ROUNDS = flags.DEFINE_integer("rounds", 6, "Alternating rounds timed.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Steps per trainer per round.")
 _OUTPUT = flags.DEFINE_string(
     "output", "", "Append the result as a JSON line to this file.")
-
-
-def _write_records(folder, image_size, count, num_classes, shards=4):
-    rng = np.random.default_rng(0)
-    writers = [tf.io.TFRecordWriter(os.path.join(
-        folder, f"train_{i}.tfrecords")) for i in range(shards)]
-    for index in range(count):
-        pixels = rng.integers(0, 256, (image_size, image_size, 3), np.uint8)
-        example = tf.train.Example(features=tf.train.Features(feature={
-            "image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(
-                value=[pixels.tobytes()])),
-            "label": tf.train.Feature(int64_list=tf.train.Int64List(
-                value=[index % num_classes])),
-        }))
-        writers[index % shards].write(example.SerializeToString())
-    for writer in writers:
-        writer.close()
 
 
 class _Run:
@@ -102,7 +86,7 @@ def main(argv):
         image_size=_IMAGE_SIZE.value, gf_dim=_GF_DIM.value,
         df_dim=_DF_DIM.value, number_classes=_NUM_CLASSES.value)
     with tempfile.TemporaryDirectory() as folder:
-        _write_records(folder, _IMAGE_SIZE.value, _NUM_IMAGES.value,
+        random_records.write(folder, _IMAGE_SIZE.value, _NUM_IMAGES.value,
                        _NUM_CLASSES.value)
         data = config.DataConfig(data_dir=folder,
                                  shuffle_buffer_size=_SHUFFLE.value)
