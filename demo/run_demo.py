@@ -414,7 +414,7 @@ def main(argv):
         f"--generator_learning_rate={FLAGS.generator_learning_rate}",
         f"--discriminator_learning_rate={FLAGS.discriminator_learning_rate}",
         f"--max_steps={FLAGS.max_steps}",
-        # One checkpoint, at the end: the evaluator takes the oldest one.
+        # One checkpoint, at the end: the one the evaluation scores.
         f"--save_checkpoint_steps={FLAGS.max_steps}",
         "--save_summaries_steps=100", "--log_every_steps=100",
         "--shuffle_buffer_size=2000", f"--seed={FLAGS.seed}",
