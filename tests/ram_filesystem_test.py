@@ -13,7 +13,6 @@ import re
 
 import eval_fixtures as fx
 import tensorflow as tf
-from absl import flags
 from train_recovery_test import BATCH, CLASSES, SIZE, flags_for, run_main
 
 from sagan_tf.commands import evaluate as evaluate_command
@@ -24,19 +23,6 @@ def _copy_to_ram(local_dir, ram_dir):
     tf.io.gfile.makedirs(ram_dir)
     for name in os.listdir(local_dir):
         tf.io.gfile.copy(os.path.join(local_dir, name), f"{ram_dir}/{name}")
-
-
-def _evaluate(capsys, *args):
-    fv = flags.FlagValues()
-    evaluate_command.define_flags(fv)
-    fv(["eval_imagenet.py", *args])
-    code = 0
-    try:
-        evaluate_command.main(["eval_imagenet.py"], fv)
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 def test_train_resume_and_evaluate_on_ram_filesystem(tmp_path, capsys):
@@ -69,7 +55,7 @@ def test_train_resume_and_evaluate_on_ram_filesystem(tmp_path, capsys):
     # Evaluate the newest checkpoint; the classifier is a local file.
     graph = str(tmp_path / "standin.pb")
     inception.save_classifier_as_graphdef(fx.StandinClassifier(), graph)
-    code, out = _evaluate(
+    code, out = run_main(
         capsys, f"--checkpoint_dir={checkpoint_dir}",
         f"--batch_size={BATCH}", f"--data_dir={records}",
         f"--inception_path={graph}", f"--image_size={SIZE}", "--z_dim=16",
@@ -78,6 +64,7 @@ def test_train_resume_and_evaluate_on_ram_filesystem(tmp_path, capsys):
         "--seed=0", "--num_evals=1", "--eval_interval_secs=1",
         "--eval_sample_size=20", "--kid_sample_size=20",
         "--intra_fid_classes=0", "--shuffle_buffer_size=64",
+        command=evaluate_command, program="eval_imagenet.py",
     )
     assert code == 0, out
     assert "Traceback" not in out, out

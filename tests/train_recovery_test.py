@@ -43,19 +43,22 @@ TINY = [
 ]
 
 
-def _parse(*args):
+def _parse(*args, command=train_command, program="train_imagenet.py"):
     fv = flags.FlagValues()
-    train_command.define_flags(fv)
-    fv(["train_imagenet.py", *args])
+    command.define_flags(fv)
+    fv([program, *args])
     return fv
 
 
-def run_main(capsys, *args):
-    """train_imagenet.py's main in this process: (exit status, output)."""
-    fv = _parse(*args)
+def run_main(capsys, *args, command=train_command,
+             program="train_imagenet.py"):
+    """A command's main in this process (train_imagenet.py unless
+    `command`, a sagan_tf.commands module, says otherwise): (exit status,
+    output)."""
+    fv = _parse(*args, command=command, program=program)
     code = 0
     try:
-        train_command.main(["train_imagenet.py"], fv)
+        command.main([program], fv)
     except SystemExit as stop:
         code = stop.code
     captured = capsys.readouterr()
