@@ -12,6 +12,9 @@ back with the plain checkpoint reader.
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import eval_fixtures as fx
 import numpy as np
@@ -25,6 +28,7 @@ from sagan_tf.commands import train as train_command
 from sagan_tf.data import pipeline
 from sagan_tf.training import loop
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, CLASSES, BATCH = 32, 4, 4
 # 6 records: 1.5 batches an epoch, so the skipped batches (and, on two
 # replicas, those of one step) cross epochs.
@@ -165,6 +169,70 @@ def test_resume_equals_straight_run_on_two_replicas(
     assert "skipping the 2 batch(es)" in out, out
     _assert_same_checkpoints(
         os.path.join(straight, f"imagenet_{BATCH}"), resumed_run, (4,))
+
+
+# train_imagenet.py that receives `signal` (a real one, sent to itself) as
+# its third step starts: SIGTERM is caught, so step 3 ends and is saved;
+# SIGKILL ends the process there, leaving ckpt-2 as the newest.
+_SIGNALED_AT_STEP_3 = """
+import os
+import signal
+import sys
+from sagan_tf.training import updates
+
+_init = updates.GANTrainer.__init__
+
+
+def init(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    step_fn, calls = self.train_step, []
+
+    def train_step(iterator):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.{name})
+        return step_fn(iterator)
+
+    self.train_step = train_step
+
+
+updates.GANTrainer.__init__ = init
+sys.argv[0] = "train_imagenet.py"
+from sagan_tf.commands import train
+train.run()
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_resume_after_a_signal_equals_straight_run(
+    records, straight_run, tmp_path, capsys, signal_name
+):
+    checkpoint_dir = str(tmp_path / "signaled")
+    args = [f"--data_dir={records}", "--max_steps=4",
+            f"--checkpoint_dir={checkpoint_dir}", "--deterministic"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNALED_AT_STEP_3.format(name=signal_name),
+         *TINY, "--seed=3", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    out = proc.stdout + proc.stderr
+    run_dir = os.path.join(checkpoint_dir, f"imagenet_{BATCH}")
+    if signal_name == "SIGTERM":
+        assert proc.returncode == 0, out
+        assert "Received SIGTERM at global step 3; saving" in out, out
+        resumed_from = 3
+    else:
+        assert proc.returncode == -signal.SIGKILL, out
+        resumed_from = 2
+    assert tf.train.latest_checkpoint(run_dir).endswith(
+        f"ckpt-{resumed_from}"), out
+    code, out = _main(capsys, *args)
+    assert code == 0, out
+    assert f"resuming at global step {resumed_from}" in out, out
+    _assert_same_checkpoints(
+        os.path.join(straight_run, f"imagenet_{BATCH}"), run_dir, (4,))
+    assert f"skipping the {resumed_from} batch(es)" in out, out
 
 
 def _batches(strategy, data_config, skip_steps, count):
