@@ -140,6 +140,15 @@ def write_training_checkpoint(run_dir, model_config, step, seed=0):
     return generator, prefix
 
 
+def g_kernel_key(prefix):
+    """The checkpoint key of G's largest convolution kernel in a training
+    checkpoint (under g_optimizer/_trainable_variables/)."""
+    keys = [k for k, _ in tf.train.list_variables(prefix)
+            if k.startswith("g_optimizer/_trainable_variables/")
+            and k.endswith("VARIABLE_VALUE")]
+    return max(keys, key=lambda k: np.size(tf.train.load_variable(prefix, k)))
+
+
 def flip_byte_of(prefix, key):
     """Flips one byte in the middle of tensor `key` in the data file."""
     value = tf.train.load_variable(prefix, key)

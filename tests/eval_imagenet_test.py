@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -98,3 +99,32 @@ def test_export_mode(run):
     export_dir = os.path.join(root, "export")
     _run(*flags, "--mode=export", f"--export_dir={export_dir}")
     assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
+
+
+@pytest.mark.parametrize("mode", ["sample", "export"])
+def test_damaged_generator_weight_is_skipped_by_sample_and_export(
+    run, tmp_path, mode
+):
+    """A flipped byte in a G kernel of the newest checkpoint is damage: the
+    command says so, naming the file, and uses the older checkpoint."""
+    _, _, flags = run
+    checkpoint_dir = str(tmp_path / "checkpoint")
+    run_dir = os.path.join(checkpoint_dir, "imagenet_8")
+    fx.write_training_checkpoint(run_dir, MODEL, step=1)
+    _, newest = fx.write_training_checkpoint(run_dir, MODEL, step=2, seed=1)
+    fx.flip_byte_of(newest, fx.g_kernel_key(newest))
+    out_dir = str(tmp_path / mode)
+    where = (f"--sample_dir={out_dir}" if mode == "sample"
+             else f"--export_dir={out_dir}")
+    proc = _run(*flags, f"--checkpoint_dir={checkpoint_dir}",
+                f"--mode={mode}", where, "--num_npz_samples=4",
+                "--sample_classes=0")
+    out = proc.stdout + proc.stderr
+    assert re.search(
+        rf"skipping checkpoint {re.escape(newest)}: its data file "
+        r"ckpt-2.data-00000-of-00001 is truncated or damaged", out), out
+    assert re.search(r"Restored generator from \S+ckpt-1 \(step 1\)", out)
+    assert "Traceback" not in out
+    made = "samples.npz" if mode == "sample" else "saved_model.pb"
+    assert os.path.exists(os.path.join(out_dir, made)), os.listdir(out_dir)
+    assert os.path.exists(newest + ".index")  # evaluation moves nothing

@@ -209,14 +209,6 @@ def _md5s(directory):
     return sums
 
 
-def _g_kernel_key(prefix):
-    keys = [k for k, _ in tf.train.list_variables(prefix)
-            if k.startswith("g_optimizer/_trainable_variables/")
-            and k.endswith("VARIABLE_VALUE")]
-    # The largest: a convolution kernel of G.
-    return max(keys, key=lambda k: np.size(tf.train.load_variable(prefix, k)))
-
-
 def test_damaged_generator_weight_is_damage_and_older_one_is_scored(
     assets, tmp_path, capsys
 ):
@@ -224,7 +216,7 @@ def test_damaged_generator_weight_is_damage_and_older_one_is_scored(
     run_dir = evaluation.run_dir(config)
     fx.write_training_checkpoint(run_dir, MODEL, step=1)
     _, newest = fx.write_training_checkpoint(run_dir, MODEL, step=2, seed=1)
-    fx.flip_byte_of(newest, _g_kernel_key(newest))
+    fx.flip_byte_of(newest, fx.g_kernel_key(newest))
     before = _md5s(run_dir)
     (result,) = evaluation.Evaluator(config).run()
     assert result["checkpoint"] == "ckpt-1"
@@ -241,7 +233,7 @@ def test_restore_is_all_or_nothing(assets, tmp_path, monkeypatch):
     run_dir = str(tmp_path / "run")
     good_g, good = fx.write_training_checkpoint(run_dir, MODEL, step=1)
     _, bad = fx.write_training_checkpoint(run_dir, MODEL, step=2, seed=1)
-    fx.flip_byte_of(bad, _g_kernel_key(bad))
+    fx.flip_byte_of(bad, fx.g_kernel_key(bad))
     restorer = evaluation.GeneratorRestorer(MODEL)
     assert restorer.restore(good) == 1
     # Without the read-back check the damage meets the restore itself.
