@@ -22,9 +22,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # pytest's own entry point, not `python -m pytest`: the checkout is then not
-# on sys.path, and `sagan_tf` comes from the installed package.
+# on sys.path, and `sagan_tf` comes from the installed package. Two worker
+# processes, each taking whole files (so a module's fixtures are built once):
+# most tests spend their time in one thread (process start-up, tracing), so
+# on two cores the suite takes about 5.5 instead of 9 minutes.
 test: lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 demo: $(STAMP)
 	$(PY) demo/run_demo.py

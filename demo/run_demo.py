@@ -43,6 +43,9 @@ if ROOT not in sys.path:
 from sagan_tf import cli  # noqa: E402
 
 NUM_CLASSES = 10
+# Samples --mode sample writes to samples.npz; the class accuracy is
+# measured on them.
+NPZ_SAMPLES = 1000
 # The digits' pixel values run from 0 to 16.
 DIGITS_MAX_VALUE = 16
 
@@ -309,7 +312,7 @@ def _evaluate(name, eval_flags, root, sample_dir, classifier_dir,
     _run(["eval_imagenet.py"] + flags_here + [
         "--mode=sample", f"--sample_dir={sample_dir}",
         "--sample_classes=" + ",".join(str(c) for c in range(NUM_CLASSES)),
-        "--samples_per_class=10", "--num_npz_samples=1000",
+        "--samples_per_class=10", f"--num_npz_samples={NPZ_SAMPLES}",
     ])
     results = os.path.join(
         root, "eval", f"imagenet_{FLAGS.batch_size}", "results.jsonl"

@@ -122,8 +122,11 @@ def run_seeds(seeds, compare_baseline, out, flag_values, demo):
                    "date": time.strftime("%Y-%m-%d", time.gmtime())},
                   f, indent=2)
     with open(os.path.join(out, "seeds.md"), "w") as f:
-        f.write(f"Standing BN statistics, {flag_values.eval_sample_size} "
-                f"images; `{command}`; {wall / 60:.0f} min in all.\n\n"
+        f.write(f"Standing BN statistics; FID and IS over "
+                f"{flag_values.eval_sample_size} images, class accuracy "
+                f"over the {demo.NPZ_SAMPLES} samples of --mode sample; "
+                f"`{command}`; "
+                f"{wall / 60:.0f} min in all.\n\n"
                 f"{table}")
     print("\n" + table + f"\n{len(rows)} runs in {wall / 60:.1f} min; "
           f"{os.path.join(out, 'seeds.md')}", flush=True)
