@@ -106,8 +106,9 @@ def run(fv, demo):
         "--num_classes=0", f"--checkpoint_dir={checkpoint_dir}",
         f"--inception_path={classifier_dir}",
         f"--classifier_image_size={size}", f"--seed={fv.seed}",
-        # 1,500 steps leave G's BN moving averages (decay 0.9999 in every
-        # block here) far behind: recompute them, as `make demo` does.
+        # A few thousand steps leave G's BN moving averages (decay 0.9999
+        # in every block here) far behind: recompute them, as `make demo`
+        # does.
         f"--standing_stats_batches={fv.standing_stats_batches}",
         f"--standing_stats_batch_size={fv.standing_stats_batch_size}",
     ]
