@@ -19,6 +19,8 @@ import re
 
 import tensorflow as tf
 
+from sagan_tf.data import errors
+
 FLAG = "--deterministic"
 
 
@@ -85,7 +87,9 @@ def explain(error):
     message = getattr(error, "message", "") or str(error)
     if "determinis" not in message.lower():
         return None
-    first = message.strip().splitlines()[0]
+    # Raised inside the training step's tf.function, the message starts
+    # with TF's graph preamble; the first line after it says what failed.
+    first = (errors.without_trace(message) or message).splitlines()[0]
     op = _op_name(message)
     named = f"the op {op}" if op else "an op"
     return DeterminismError(

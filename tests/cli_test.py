@@ -62,3 +62,15 @@ def test_a_command_started_by_a_command_is_quiet():
     for noise in ("cuInit", "cuda drivers", "I0000", "oneDNN",
                   "absl::InitializeLog"):
         assert noise not in out, out[-2000:]
+
+
+def test_error_paragraph_drops_tfs_graph_trace():
+    import tensorflow as tf
+
+    error = tf.errors.UnavailableError(None, None, (
+        "Graph execution error:\n\nDetected at node CollectiveReduceV2 "
+        "defined at (most recent call last):\n  File \"/x/train_imagenet.py"
+        "\", line 11, in <module>\n\nrecvmsg:Connection reset by peer\n\t "
+        "[[{{node CollectiveReduceV2}}]] [Op:__inference_reduce_41]"))
+    assert cli.error_paragraph("train_imagenet.py", error) == (
+        "train_imagenet.py: error: recvmsg:Connection reset by peer")

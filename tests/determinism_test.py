@@ -98,9 +98,22 @@ def test_without_the_flag_nothing_changes():
     assert evaluate_command.config_from_flags(fv).deterministic is False
 
 
-def test_missing_deterministic_kernel_is_one_paragraph_naming_op_and_flag():
+# What TF puts before an error raised inside a tf.function (the training
+# step): the graph preamble and the Python stack of the node.
+GRAPH_PREAMBLE = (
+    "Graph execution error:\n\nDetected at node d_update/segment defined at "
+    "(most recent call last):\n  File \"/x/train_imagenet.py\", line 11, "
+    "in <module>\n\n  File \"/x/sagan_tf/training/updates.py\", line 9, "
+    "in _d_update_fn\n\n")
+
+
+@pytest.mark.parametrize("preamble", ["", GRAPH_PREAMBLE],
+                         ids=["eager", "graph"])
+def test_missing_deterministic_kernel_is_one_paragraph_naming_op_and_flag(
+    preamble
+):
     error = tf.errors.UnimplementedError(
-        None, None,
+        None, None, preamble +
         "A deterministic GPU implementation of UnsortedSegmentSum is not "
         "currently available.\n\t [[{{node d_update/segment}}]]")
     with pytest.raises(determinism.DeterminismError) as caught:
@@ -110,7 +123,9 @@ def test_missing_deterministic_kernel_is_one_paragraph_naming_op_and_flag():
             raise error
     message = str(caught.value)
     assert "UnsortedSegmentSum" in message and "--deterministic" in message
-    assert "\n" not in message
+    assert "(A deterministic GPU implementation of UnsortedSegmentSum is " \
+        "not currently available.)" in message, message
+    assert "\n" not in message and "Graph execution" not in message
     # Other errors, and runs without the flag, pass through unchanged.
     with pytest.raises(tf.errors.UnimplementedError):
         with determinism.explained_errors(config_lib.TrainConfig()):

@@ -22,6 +22,11 @@ _NOISE = (
     re.compile(r"Error in user-defined function passed to [^:]*:\d*"
                r" transformation with iterator: [^:]*:\s*"),
 )
+# The lines TF puts before the error raised inside a tf.function.
+_PREAMBLE = re.compile(
+    r"Graph execution error:$"
+    r"|Detected at node .* defined at \(most recent call last\):$"
+    r"|File \".*\", line \d+, in \S+$")
 _DAMAGED = re.compile(r"(corrupted|truncated) record at (\d+)")
 
 
@@ -57,8 +62,20 @@ def require(condition, *parts):
     return tf.cond(condition, lambda: condition, fail)
 
 
+def without_trace(message):
+    """A TensorFlow message without the preamble of an error raised inside
+    a tf.function: "Graph execution error:", "Detected at node ... defined
+    at", and the Python stack where the node was defined. Lines are kept.
+    """
+    return "\n".join(
+        line for line in message.splitlines()
+        if line.strip() and not _PREAMBLE.match(line.strip()))
+
+
 def clean(message):
-    """Strips TensorFlow's node and function decoration from a message."""
+    """Strips TensorFlow's decoration from a message: the graph preamble
+    (`without_trace`), node and function names; one line."""
+    message = without_trace(message)
     for pattern in _NOISE:
         message = pattern.sub(" ", message)
     return " ".join(message.split())

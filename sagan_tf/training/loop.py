@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from sagan_tf import cli, determinism, paths
-from sagan_tf.data import pipeline
+from sagan_tf.data import errors, pipeline
 from sagan_tf.evaluation import attention_maps
 from sagan_tf.models import checks
 from sagan_tf.training import (
@@ -442,17 +442,13 @@ def _floats(values):
 
 
 def _op_error_cause(error, limit=200):
-    """The cause in a graph OpError's message, without TF's node trace.
-
-    A failed collective's message is "Graph execution error:", the Python
-    stack where the node was defined, then the cause (e.g. "Connection reset
-    by peer", or the tasks that stopped sending heartbeats).
-    """
-    trace = ("Graph execution error:", "Detected at node", "File ", "[[",
-             "Additional GRPC")
-    lines = [line.strip() for line in error.message.splitlines()]
+    """The cause in a failed collective's OpError message: its first line
+    after TF's graph preamble (e.g. "Connection reset by peer", or the
+    tasks that stopped sending heartbeats), without gRPC's details."""
+    lines = [line.strip() for line in
+             errors.without_trace(error.message).splitlines()]
     causes = [line for line in lines
-              if line and not line.startswith(trace)]
+              if not line.startswith(("[[", "Additional GRPC"))]
     if not causes:
         return error.message.strip()[:limit]
     cause = causes[0]
