@@ -198,17 +198,22 @@ def test_missing_checkpoint_names_the_path(tmp_path):
             str(tmp_path), str(tmp_path / "out"), config)
 
 
-@pytest.mark.parametrize("existing", [
-    ("config.json",),  # a run whose state file is gone
-    ("ckpt-3.index", "ckpt-3.data-00000-of-00001"),  # no state file
-])
-def test_import_never_writes_over_a_run(tmp_path, existing):
-    config = config_lib.TrainConfig(model=TINY_MODEL)
+def _tiny_import(tmp_path):
+    """(config, a one-variable TF1 checkpoint, an empty output folder)."""
     prefix = _write_tf1_checkpoint(
         str(tmp_path / "tf1" / "model.ckpt"),
         {"model/x": np.zeros(2, np.float32)})
     out = tmp_path / "out"
     out.mkdir()
+    return config_lib.TrainConfig(model=TINY_MODEL), prefix, out
+
+
+@pytest.mark.parametrize("existing", [
+    ("config.json",),  # a run whose state file is gone
+    ("ckpt-3.index", "ckpt-3.data-00000-of-00001"),  # no state file
+])
+def test_import_never_writes_over_a_run(tmp_path, existing):
+    config, prefix, out = _tiny_import(tmp_path)
     for name in existing:
         (out / name).write_bytes(name.encode())
     with pytest.raises(ValueError, match=rf"already holds a run \(.*"
@@ -220,12 +225,7 @@ def test_import_never_writes_over_a_run(tmp_path, existing):
 
 
 def test_import_takes_the_run_lock(tmp_path):
-    config = config_lib.TrainConfig(model=TINY_MODEL)
-    prefix = _write_tf1_checkpoint(
-        str(tmp_path / "tf1" / "model.ckpt"),
-        {"model/x": np.zeros(2, np.float32)})
-    out = tmp_path / "out"
-    out.mkdir()
+    config, prefix, out = _tiny_import(tmp_path)
     with run_lock.RunLock(str(out)):
         with pytest.raises(run_lock.RunLockedError,
                            match="another trainer is using"):
