@@ -124,6 +124,13 @@ def _run(args):
         )
 
 
+def clear_output(out):
+    """Removes a previous run's output folder `out`, saying so."""
+    if os.path.exists(out):
+        print(f"Removing the previous demo output {out}", flush=True)
+        shutil.rmtree(out)
+
+
 # 1. Images ---------------------------------------------------------------
 
 
@@ -354,9 +361,7 @@ def main(argv):
 
         return unconditional.run(FLAGS, sys.modules[__name__])
     out = os.path.abspath(FLAGS.out_dir)
-    if os.path.exists(out):
-        print(f"Removing the previous demo output {out}", flush=True)
-        shutil.rmtree(out)
+    clear_output(out)
     folders = os.path.join(out, "digits")
     data_dir = os.path.join(out, "data")
     classifier_dir = os.path.join(out, "classifier")

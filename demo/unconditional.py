@@ -10,7 +10,6 @@ and the mode coverage: how many of the 10 digits the classifier finds among
 
 import json
 import os
-import shutil
 import time
 
 NUM_DIGITS = 10
@@ -51,9 +50,7 @@ def run(fv, demo):
     if not fv["out_dir"].present:
         # Keep the conditional demo's output.
         out += "_unconditional"
-    if os.path.exists(out):
-        print(f"Removing the previous demo output {out}", flush=True)
-        shutil.rmtree(out)
+    demo.clear_output(out)
     folders = os.path.join(out, "digits")
     labeled_dir = os.path.join(out, "data_labeled")
     data_dir = os.path.join(out, "data")
