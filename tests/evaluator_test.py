@@ -359,6 +359,42 @@ def test_newest_is_scored_once_and_all_with_eval_all_checkpoints(
     assert [r["step"] for r in _results(config)] == [3, 1, 2]
 
 
+def test_waiting_on_a_scored_newest_checkpoint_says_why_once(
+    assets, tmp_path, capsys
+):
+    config = _config(assets, tmp_path, kid_sample_size=0,
+                     eval_interval_secs=0.02)
+    run_dir = evaluation.run_dir(config)
+    fx.write_checkpoint(run_dir, MODEL, step=1)
+    fx.write_checkpoint(run_dir, MODEL, step=2, seed=1)
+    # An earlier evaluator scored the newest one.
+    os.makedirs(evaluation.eval_dir(config))
+    line = {"checkpoint": "ckpt-2", "step": 2, "standing_stats_batches": 0,
+            "fid": 1.0, "num_generated": 32, "num_real": 32}
+    with open(os.path.join(evaluation.eval_dir(config), "results.jsonl"),
+              "w") as f:
+        f.write(json.dumps(line) + "\n")
+    evaluator = evaluation.Evaluator(config)
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    capsys.readouterr()
+    assert evaluator.run(stop=stop) == []
+    timer.join()
+    out = capsys.readouterr().out
+    assert out.count("is already scored") == 1, out
+    assert (
+        f"ckpt-2 (step 2) is already scored in {evaluator.results_path} "
+        "(standing_stats_batches=0, num_generated=32, num_real=32; a line "
+        "counts when its standing_stats_batches matches, whatever its other "
+        "settings); waiting for a newer checkpoint. To score it again, "
+        "remove its line from results.jsonl; --eval_all_checkpoints also "
+        "scores the older checkpoints not yet scored.\n"
+    ) in out, out
+    # It kept polling, with the usual line.
+    assert out.count("Waiting for a new checkpoint") >= 2, out
+
+
 def test_damaged_statistics_cache_is_computed_again(assets, tmp_path, capsys):
     config = _config(assets, tmp_path, kid_sample_size=0)
     run_dir = evaluation.run_dir(config)

@@ -262,12 +262,17 @@ class Evaluator:
         (lines without the field are from runs without standing stats). A
         line that is not JSON is skipped with a warning.
         """
-        done = set()
+        return set(self._scored_lines())
+
+    def _scored_lines(self):
+        """{checkpoint basename: its last line} of the results that count
+        (see `evaluated`)."""
+        lines = {}
         wanted = self.config.standing_stats_batches
         for entry in self._read_results():
             if entry.get("standing_stats_batches", 0) == wanted:
-                done.add(entry.get("checkpoint"))
-        return done
+                lines[entry.get("checkpoint")] = entry
+        return lines
 
     def _read_results(self):
         if not tf.io.gfile.exists(self.results_path):
@@ -324,7 +329,9 @@ class Evaluator:
         With `eval_all_checkpoints`, every unscored checkpoint is scored,
         oldest first. A damaged checkpoint is skipped with a warning naming
         its file (the next older one is then the newest), and one that
-        training rotated out while it was being read, too.
+        training rotated out while it was being read, too. When the newest
+        checkpoint was scored before this call, the first wait says so,
+        with the settings of its line.
 
         Args:
             stop: optional threading.Event that ends the loop.
@@ -333,15 +340,27 @@ class Evaluator:
             The results computed by this call.
         """
         config = self.config
-        done = self.evaluated()
+        earlier = self._scored_lines()
+        done = set(earlier)
         skipped = set()
         results = []
+        explained = None
         print(f"Watching {self.run_dir}; results in {self.results_path}",
               flush=True)
         while stop is None or not stop.is_set():
-            path = self._next(done, skipped)
+            listed = [p for p in self.checkpoints()
+                      if os.path.basename(p) not in skipped]
+            path = self._next(listed, done)
             if path is None:
-                print(self._waiting_line(done), flush=True)
+                newest = os.path.basename(listed[-1]) if listed else None
+                # Said once: a restarted evaluator otherwise seems to hang.
+                if newest is not None and newest in earlier and (
+                        newest != explained):
+                    print(self._scored_before_line(
+                        newest, earlier[newest], len(listed)), flush=True)
+                    explained = newest
+                else:
+                    print(self._waiting_line(done), flush=True)
                 if stop is not None:
                     stop.wait(config.eval_interval_secs)
                 else:
@@ -365,16 +384,43 @@ class Evaluator:
                 break
         return results
 
-    def _next(self, done, skipped):
-        """The checkpoint to score now, or None to wait."""
-        listed = [p for p in self.checkpoints()
-                  if os.path.basename(p) not in skipped]
+    def _next(self, listed, done):
+        """The checkpoint of `listed` (oldest first) to score now, or None
+        to wait."""
         if self.config.eval_all_checkpoints:
             pending = [p for p in listed if os.path.basename(p) not in done]
             return pending[0] if pending else None
         if listed and os.path.basename(listed[-1]) not in done:
             return listed[-1]
         return None
+
+    def _scored_before_line(self, newest, line, num_listed):
+        """Why the loop waits although checkpoints exist: the newest one
+        (`newest`, whose results.jsonl entry is `line`) was scored before.
+        """
+        step = f" (step {line['step']})" if "step" in line else ""
+        settings = ", ".join(
+            [f"standing_stats_batches={self.config.standing_stats_batches}"]
+            + [f"{k}={line[k]}" for k in ("num_generated", "num_real",
+                                          "prdc_k", "prdc_sample_size")
+               if k in line]
+        )
+        where = (f"in {self.results_path} ({settings}; a line counts when "
+                 "its standing_stats_batches matches, whatever its other "
+                 "settings)")
+        if self.config.eval_all_checkpoints:
+            return (
+                f"All {num_listed} checkpoints in {self.run_dir}, the newest "
+                f"{newest}{step}, are already scored {where}; waiting for a "
+                "newer checkpoint. To score one again, remove its line from "
+                f"{RESULTS_FILE}."
+            )
+        return (
+            f"{newest}{step} is already scored {where}; waiting for a newer "
+            f"checkpoint. To score it again, remove its line from "
+            f"{RESULTS_FILE}; --eval_all_checkpoints also scores the older "
+            "checkpoints not yet scored."
+        )
 
     def _waiting_line(self, done):
         if not tf.io.gfile.isdir(self.run_dir):
