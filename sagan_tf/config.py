@@ -254,6 +254,15 @@ class EvalConfig:
     # KID over the first this many real and generated pool_3 vectors; 0 = off.
     kid_sample_size: int = 10000
     kid_block_size: int = 1024
+    # Precision and recall (Kynkaanniemi et al. 2019), density and coverage
+    # (Naeem et al. 2020) over the first this many real and generated pool_3
+    # vectors (all, where there are fewer); 0 = off.
+    prdc_sample_size: int = 10000
+    # The k-th nearest neighbour sets each k-NN ball's radius: 3 as in
+    # Kynkaanniemi et al. (Naeem et al.'s example code takes 5).
+    prdc_k: int = 3
+    # Rows of the distance blocks held at once ([block, samples] float64).
+    prdc_block_size: int = 1024
     # Intra-class FID for these classes (empty = off), per-class sample size.
     intra_fid_classes: tuple[int, ...] = ()
     intra_fid_sample_size: int = 500

@@ -12,11 +12,13 @@ import eval_fixtures as fx
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 from tensorflow.python.training import py_checkpoint_reader
 
 from sagan_tf import config as config_lib
 from sagan_tf import evaluation
-from sagan_tf.evaluation import inception
+from sagan_tf.commands import evaluate as evaluate_command
+from sagan_tf.evaluation import inception, manifold_metrics, metrics
 from sagan_tf.training import checkpoint_files
 
 MODEL = fx.tiny_model_config()
@@ -72,24 +74,49 @@ def _results(config):
         return [json.loads(line) for line in f]
 
 
-def test_full_evaluation_writes_results_summaries_and_cache(assets,
-                                                              tmp_path):
+PRDC = ("precision", "recall", "density", "coverage")
+
+
+def test_full_evaluation_writes_results_summaries_and_cache(
+    assets, tmp_path, capsys, monkeypatch
+):
+    # KID takes the first 16 real pool vectors, the manifold metrics 24.
     config = _config(assets, tmp_path, intra_fid_classes=(0, 2),
-                     intra_fid_sample_size=8)
+                     intra_fid_sample_size=8, kid_sample_size=16,
+                     prdc_sample_size=24, prdc_k=2)
     fx.write_checkpoint(evaluation.run_dir(config), MODEL, step=7)
     evaluator = evaluation.Evaluator(config)
+    prdc_calls = []
+    scores = manifold_metrics.manifold_scores
+
+    def recorded(real, generated, k, block_size):
+        prdc_calls.append((np.array(real), generated.shape, k))
+        return scores(real, generated, k, block_size)
+
+    monkeypatch.setattr(manifold_metrics, "manifold_scores", recorded)
     (result,) = evaluator.run()
     assert result["checkpoint"] == "ckpt-7" and result["step"] == 7
-    for key in ("fid", "incscore", "kid", "intra_fid_mean"):
+    for key in ("fid", "incscore", "kid", "intra_fid_mean") + PRDC:
         assert np.isfinite(result[key])
     assert result["fid"] > 0 and result["incscore"] >= 1.0
     assert set(result["intra_fid"]) == {"0", "2"}
+    for key in ("precision", "recall", "coverage"):
+        assert 0 <= result[key] <= 1
+    assert result["prdc_k"] == 2 and result["prdc_sample_size"] == 24
+    ((prdc_real, prdc_generated_shape, prdc_k),) = prdc_calls
+    assert prdc_real.shape == prdc_generated_shape == (24, fx.FEATURE_DIM)
+    assert prdc_k == 2
     assert _results(config) == [result]
+    printed = capsys.readouterr().out
+    for key in PRDC:
+        assert f"{key}={result[key]:.4f}" in printed
 
     events = _events(evaluation.eval_dir(config))
     assert events["eval/fid"] == [(7, pytest.approx(result["fid"]))]
     assert events["eval/incscore"][0][0] == 7
     assert "eval/kid" in events and "eval/intra_fid/class_2" in events
+    for key in PRDC:
+        assert events[f"eval/{key}"] == [(7, pytest.approx(result[key]))]
     assert events["eval_vis/generated_images_grid"][0][0] == 7
     assert "eval_vis/real_images_grid" in events
 
@@ -102,16 +129,26 @@ def test_full_evaluation_writes_results_summaries_and_cache(assets,
         assert data["cov"].shape == (fx.FEATURE_DIM, fx.FEATURE_DIM)
         assert data["cov"].dtype == np.float64
         assert len(data["files"]) == 2
-        assert data["kid_activations"].shape == (32, fx.FEATURE_DIM)
+        first = data["first_activations"]
+        assert first.shape == (24, fx.FEATURE_DIM)
 
     # The cached covariance is numpy's unbiased one of the real activations
-    # (the seeded shuffle gives the same images again).
+    # (the seeded shuffle gives the same images again), the cached vectors
+    # are the first of them.
     stats, _ = evaluator.real.overall()
     real_acts, _ = evaluator.real.compute_activations(32)
     np.testing.assert_allclose(
         stats.cov, np.cov(real_acts.astype(np.float64), rowvar=False),
         atol=1e-9,
     )
+    np.testing.assert_array_equal(first, real_acts[:24])
+    np.testing.assert_array_equal(prdc_real, first)
+    # Another --prdc_sample_size selects another cache file.
+    other = metrics.RealStatistics(
+        dataclasses.replace(config, prdc_sample_size=20),
+        evaluator.classifier, evaluator.real.cache.directory)
+    assert other.cache.path(other._key("real", 32)) != (
+        evaluator.real.cache.path(evaluator.real._key("real", 32)))
 
     # Second evaluator, new checkpoint: the cached statistics are reused.
     fx.write_checkpoint(evaluation.run_dir(config), MODEL, step=9, seed=1)
@@ -125,6 +162,35 @@ def test_full_evaluation_writes_results_summaries_and_cache(assets,
     (result,) = second.run()
     assert result["checkpoint"] == "ckpt-9"
     assert [r["step"] for r in _results(config)] == [7, 9]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(prdc_k=0), "--prdc_k must be >= 1, got 0"),
+        (dict(prdc_sample_size=3), r"--prdc_sample_size must be 0 \(off\) "
+                                   r"or at least --prdc_k \+ 1 = 4, got 3"),
+        (dict(prdc_sample_size=-1), "--prdc_sample_size must be 0"),
+        (dict(eval_sample_size=3), "--eval_sample_size 3 is too small for "
+                                   "--prdc_k 3"),
+    ],
+)
+def test_manifold_metric_flags_are_checked(assets, tmp_path, overrides,
+                                           message):
+    config = _config(assets, tmp_path, **{"prdc_k": 3, **overrides})
+    with pytest.raises(ValueError, match=message):
+        evaluation.Evaluator(config)
+
+
+def test_manifold_metric_flags_reach_the_config():
+    fv = flags.FlagValues()
+    evaluate_command.define_flags(fv)
+    fv(["eval_imagenet.py"])
+    default = evaluate_command.config_from_flags(fv)
+    assert (default.prdc_sample_size, default.prdc_k) == (10000, 3)
+    fv(["eval_imagenet.py", "--prdc_sample_size=500", "--prdc_k=5"])
+    config = evaluate_command.config_from_flags(fv)
+    assert (config.prdc_sample_size, config.prdc_k) == (500, 5)
 
 
 def test_watching_loop_picks_up_new_checkpoints(assets, tmp_path):
@@ -291,6 +357,42 @@ def test_newest_is_scored_once_and_all_with_eval_all_checkpoints(
     full = dataclasses.replace(config, eval_all_checkpoints=True, num_evals=2)
     assert [r["step"] for r in evaluation.Evaluator(full).run()] == [1, 2]
     assert [r["step"] for r in _results(config)] == [3, 1, 2]
+
+
+def test_waiting_on_a_scored_newest_checkpoint_says_why_once(
+    assets, tmp_path, capsys
+):
+    config = _config(assets, tmp_path, kid_sample_size=0,
+                     eval_interval_secs=0.02)
+    run_dir = evaluation.run_dir(config)
+    fx.write_checkpoint(run_dir, MODEL, step=1)
+    fx.write_checkpoint(run_dir, MODEL, step=2, seed=1)
+    # An earlier evaluator scored the newest one.
+    os.makedirs(evaluation.eval_dir(config))
+    line = {"checkpoint": "ckpt-2", "step": 2, "standing_stats_batches": 0,
+            "fid": 1.0, "num_generated": 32, "num_real": 32}
+    with open(os.path.join(evaluation.eval_dir(config), "results.jsonl"),
+              "w") as f:
+        f.write(json.dumps(line) + "\n")
+    evaluator = evaluation.Evaluator(config)
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    capsys.readouterr()
+    assert evaluator.run(stop=stop) == []
+    timer.join()
+    out = capsys.readouterr().out
+    assert out.count("is already scored") == 1, out
+    assert (
+        f"ckpt-2 (step 2) is already scored in {evaluator.results_path} "
+        "(standing_stats_batches=0, num_generated=32, num_real=32; a line "
+        "counts when its standing_stats_batches matches, whatever its other "
+        "settings); waiting for a newer checkpoint. To score it again, "
+        "remove its line from results.jsonl; --eval_all_checkpoints also "
+        "scores the older checkpoints not yet scored.\n"
+    ) in out, out
+    # It kept polling, with the usual line.
+    assert out.count("Waiting for a new checkpoint") >= 2, out
 
 
 def test_damaged_statistics_cache_is_computed_again(assets, tmp_path, capsys):

@@ -3,9 +3,10 @@ SAGAN generator (the released `eval_imagenet.py` and its flags).
 
 --mode eval (default), as released: watches
 <checkpoint_dir>/imagenet_<batch_size>, computes IS / FID (and KID,
-intra-class FID) of the newest checkpoint not yet scored (every unscored
-one, oldest first, with --eval_all_checkpoints) and writes TensorBoard
-summaries and results.jsonl to <checkpoint_dir>/eval/imagenet_<batch_size>:
+intra-class FID, precision / recall / density / coverage) of the newest
+checkpoint not yet scored (every unscored one, oldest first, with
+--eval_all_checkpoints) and writes TensorBoard summaries and results.jsonl
+to <checkpoint_dir>/eval/imagenet_<batch_size>:
 
     sagan-eval --generator_type test --data_dir ./data
 
@@ -235,6 +236,22 @@ def define_flags(fv=flags.FLAGS):
         "kid_sample_size",
         _EVAL.kid_sample_size,
         "KID over this many real and generated images; 0 = off.",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "prdc_sample_size",
+        _EVAL.prdc_sample_size,
+        "Precision and recall (Kynkaanniemi et al. 2019) and density and "
+        "coverage (Naeem et al. 2020) of the k-NN manifolds of the pool_3 "
+        "features, over the first this many real and generated images (all "
+        "of them where there are fewer); 0 = off. At least --prdc_k + 1.",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "prdc_k",
+        _EVAL.prdc_k,
+        "The k of --prdc_sample_size's metrics: each point's ball reaches "
+        "its k-th nearest neighbour in its own set (>= 1).",
         flag_values=fv,
     )
     flags.DEFINE_list(

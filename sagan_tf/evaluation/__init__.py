@@ -1,12 +1,14 @@
 """Evaluation: scoring checkpoints, sampling, attention figures, export.
 
   evaluator.py       `Evaluator`: watches a run and scores its checkpoints
-                     with IS, FID, KID and intra-class FID, as released
+                     with IS, FID, KID and intra-class FID, as released,
+                     and precision, recall, density and coverage
   restore.py         `GeneratorRestorer`, `restore_newest`: G (or its EMA)
                      from a run's checkpoints, damaged ones skipped
   inception.py       the Inception classifier (TF-Hub module or frozen
                      GraphDef) or a stand-in saved in the same format
   metrics.py         IS, FID, KID, and the cached real-image statistics
+  manifold_metrics.py  precision, recall, density and coverage (k-NN)
   standing_stats.py  standing BN statistics (BigGAN), off by default
   sampling.py        `--mode sample`: class grids, .npz, interpolation
   attention_maps.py  attention figures (also TensorBoard's, in training)

@@ -1,12 +1,14 @@
-"""The evaluator: IS, FID, KID and intra-class FID of each new checkpoint.
+"""The evaluator: IS, FID, KID, intra-class FID, precision, recall, density
+and coverage of each new checkpoint.
 
 It reproduces the released `eval_imagenet.py` protocol: G in inference mode
 with uniform random classes and standard-normal z, real images from the
 training records, both resized with TF1 bilinear to the classifier's 299,
 Inception `pool_3` and `logits`, IS over all samples in one split and FID in
-float64. Opt-in beyond the release: `--standing_stats_batches` recomputes
-G's BN moving averages after each restore (`standing_stats.py`). Layout, as
-released:
+float64; the k-NN manifold metrics (`manifold_metrics.py`) use the same
+pool_3 features. Opt-in beyond the release: `--standing_stats_batches`
+recomputes G's BN moving averages after each restore (`standing_stats.py`).
+Layout, as released:
 
 * checkpoints: `<checkpoint_dir>/imagenet_<batch_size>/ckpt-<step>`;
 * which: each poll scores the newest checkpoint not yet in results.jsonl
@@ -27,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import cli
-from sagan_tf.evaluation import inception, metrics
+from sagan_tf.evaluation import inception, manifold_metrics, metrics
 from sagan_tf.evaluation.restore import (
     CheckpointGoneError,
     GeneratorRestorer,
@@ -58,6 +60,7 @@ class Evaluator:
             )
         if config.dcgan_generator_batch_size < 1:
             raise ValueError("--dcgan_generator_batch_size must be >= 1")
+        _check_prdc_flags(config)
         if config.intra_fid_classes and not config.model.number_classes:
             print("Note: --num_classes 0 (unconditional G): no intra-class "
                   "FID; --intra_fid_classes is ignored.", flush=True)
@@ -156,10 +159,14 @@ class Evaluator:
         }
         if config.kid_sample_size:
             result["kid"] = metrics.kernel_distance(
-                extras["kid_activations"],
+                extras["first_activations"][: config.kid_sample_size],
                 pools[: config.kid_sample_size],
                 config.kid_block_size,
             )
+        if config.prdc_sample_size:
+            result.update(self._manifold_scores(
+                extras["first_activations"], pools
+            ))
         if config.intra_fid_classes:
             class_stats = self.real.per_class()
             intra = {}
@@ -180,14 +187,45 @@ class Evaluator:
             if isinstance(v, float) and k != "eval_secs"), flush=True)
         return result
 
+    def _manifold_scores(self, real_pools, generated_pools):
+        """Precision, recall, density, coverage and how they were measured.
+
+        Args:
+            real_pools: the first real pool_3 vectors [<= first_count, D]
+                (`RealStatistics.first_count`).
+            generated_pools: generated pool_3 vectors [eval_sample_size, D].
+
+        Returns:
+            A dict for the result line.
+        """
+        config = self.config
+        count = config.prdc_sample_size
+        real_pools = real_pools[:count]
+        if real_pools.shape[0] < config.prdc_k + 1:
+            raise ValueError(
+                f"--data_dir {config.data.data_dir!r} gave "
+                f"{real_pools.shape[0]} real images; --prdc_k "
+                f"{config.prdc_k} needs at least {config.prdc_k + 1} (or "
+                "--prdc_sample_size 0)."
+            )
+        scores = manifold_metrics.manifold_scores(
+            real_pools, generated_pools[:count], config.prdc_k,
+            config.prdc_block_size,
+        )
+        return {
+            **dataclasses.asdict(scores),
+            "prdc_k": config.prdc_k,
+            # The setting: num_generated and num_real say where fewer
+            # vectors were there to take.
+            "prdc_sample_size": count,
+        }
+
     def _write_summaries(self, result, generated, real):
         if self._writer is None:
             self._writer = summaries.SummaryWriter(self.summary_dir)
-        scalars = {
-            f"eval/{k}": result[k]
-            for k in ("fid", "incscore", "kid", "intra_fid_mean")
-            if k in result
-        }
+        names = ("fid", "incscore", "kid", "intra_fid_mean", "precision",
+                 "recall", "density", "coverage")
+        scalars = {f"eval/{k}": result[k] for k in names if k in result}
         for c, value in result.get("intra_fid", {}).items():
             scalars[f"eval/intra_fid/class_{c}"] = value
         step = result["step"]
@@ -224,12 +262,17 @@ class Evaluator:
         (lines without the field are from runs without standing stats). A
         line that is not JSON is skipped with a warning.
         """
-        done = set()
+        return set(self._scored_lines())
+
+    def _scored_lines(self):
+        """{checkpoint basename: its last line} of the results that count
+        (see `evaluated`)."""
+        lines = {}
         wanted = self.config.standing_stats_batches
         for entry in self._read_results():
             if entry.get("standing_stats_batches", 0) == wanted:
-                done.add(entry.get("checkpoint"))
-        return done
+                lines[entry.get("checkpoint")] = entry
+        return lines
 
     def _read_results(self):
         if not tf.io.gfile.exists(self.results_path):
@@ -286,7 +329,9 @@ class Evaluator:
         With `eval_all_checkpoints`, every unscored checkpoint is scored,
         oldest first. A damaged checkpoint is skipped with a warning naming
         its file (the next older one is then the newest), and one that
-        training rotated out while it was being read, too.
+        training rotated out while it was being read, too. When the newest
+        checkpoint was scored before this call, the first wait says so,
+        with the settings of its line.
 
         Args:
             stop: optional threading.Event that ends the loop.
@@ -295,15 +340,27 @@ class Evaluator:
             The results computed by this call.
         """
         config = self.config
-        done = self.evaluated()
+        earlier = self._scored_lines()
+        done = set(earlier)
         skipped = set()
         results = []
+        explained = None
         print(f"Watching {self.run_dir}; results in {self.results_path}",
               flush=True)
         while stop is None or not stop.is_set():
-            path = self._next(done, skipped)
+            listed = [p for p in self.checkpoints()
+                      if os.path.basename(p) not in skipped]
+            path = self._next(listed, done)
             if path is None:
-                print(self._waiting_line(done), flush=True)
+                newest = os.path.basename(listed[-1]) if listed else None
+                # Said once: a restarted evaluator otherwise seems to hang.
+                if newest is not None and newest in earlier and (
+                        newest != explained):
+                    print(self._scored_before_line(
+                        newest, earlier[newest], len(listed)), flush=True)
+                    explained = newest
+                else:
+                    print(self._waiting_line(done), flush=True)
                 if stop is not None:
                     stop.wait(config.eval_interval_secs)
                 else:
@@ -327,16 +384,43 @@ class Evaluator:
                 break
         return results
 
-    def _next(self, done, skipped):
-        """The checkpoint to score now, or None to wait."""
-        listed = [p for p in self.checkpoints()
-                  if os.path.basename(p) not in skipped]
+    def _next(self, listed, done):
+        """The checkpoint of `listed` (oldest first) to score now, or None
+        to wait."""
         if self.config.eval_all_checkpoints:
             pending = [p for p in listed if os.path.basename(p) not in done]
             return pending[0] if pending else None
         if listed and os.path.basename(listed[-1]) not in done:
             return listed[-1]
         return None
+
+    def _scored_before_line(self, newest, line, num_listed):
+        """Why the loop waits although checkpoints exist: the newest one
+        (`newest`, whose results.jsonl entry is `line`) was scored before.
+        """
+        step = f" (step {line['step']})" if "step" in line else ""
+        settings = ", ".join(
+            [f"standing_stats_batches={self.config.standing_stats_batches}"]
+            + [f"{k}={line[k]}" for k in ("num_generated", "num_real",
+                                          "prdc_k", "prdc_sample_size")
+               if k in line]
+        )
+        where = (f"in {self.results_path} ({settings}; a line counts when "
+                 "its standing_stats_batches matches, whatever its other "
+                 "settings)")
+        if self.config.eval_all_checkpoints:
+            return (
+                f"All {num_listed} checkpoints in {self.run_dir}, the newest "
+                f"{newest}{step}, are already scored {where}; waiting for a "
+                "newer checkpoint. To score one again, remove its line from "
+                f"{RESULTS_FILE}."
+            )
+        return (
+            f"{newest}{step} is already scored {where}; waiting for a newer "
+            f"checkpoint. To score it again, remove its line from "
+            f"{RESULTS_FILE}; --eval_all_checkpoints also scores the older "
+            "checkpoints not yet scored."
+        )
 
     def _waiting_line(self, done):
         if not tf.io.gfile.isdir(self.run_dir):
@@ -348,3 +432,21 @@ class Evaluator:
             what = f"the first checkpoint in {self.run_dir}"
         return (f"Waiting for {what}; looking again in "
                 f"{self.config.eval_interval_secs:g} s.")
+
+
+def _check_prdc_flags(config):
+    """ValueError naming the flag when the manifold metrics cannot run."""
+    k, count = config.prdc_k, config.prdc_sample_size
+    if k < 1:
+        raise ValueError(f"--prdc_k must be >= 1, got {k}")
+    if count < 0 or 0 < count < k + 1:
+        raise ValueError(
+            f"--prdc_sample_size must be 0 (off) or at least --prdc_k + 1 "
+            f"= {k + 1}, got {count}"
+        )
+    if count and config.eval_sample_size < k + 1:
+        raise ValueError(
+            f"--eval_sample_size {config.eval_sample_size} is too small for "
+            f"--prdc_k {k}: precision, recall, density and coverage need at "
+            f"least {k + 1} images (or --prdc_sample_size 0)"
+        )

@@ -272,8 +272,9 @@ class RealStatistics:
     """pool_3 statistics of the real (training) images, cached on disk.
 
     The cache key holds the data files (with sizes and times), the data
-    format, the sample size and the classifier's fingerprint, so a change of
-    any of them computes new statistics.
+    format, the sample sizes (also KID's and the manifold metrics', whose
+    real pool_3 vectors the cache keeps) and the classifier's fingerprint,
+    so a change of any of them computes new statistics.
 
     Args:
         config: `EvalConfig`.
@@ -306,6 +307,7 @@ class RealStatistics:
             "classifier": self.classifier.fingerprint,
             "classifier_image_size": self.classifier.image_size,
             "kid_sample_size": config.kid_sample_size,
+            "prdc_sample_size": config.prdc_sample_size,
             "num_vis_images": config.num_vis_images,
         }
 
@@ -370,8 +372,19 @@ class RealStatistics:
             for c in classes
         }
 
+    def first_count(self):
+        """How many real pool_3 vectors KID and the manifold metrics use."""
+        return max(self.config.kid_sample_size, self.config.prdc_sample_size)
+
     def overall(self):
-        """Real pool_3 statistics (+ KID subset, grid images), cached."""
+        """Real pool_3 statistics and extras, cached.
+
+        Returns:
+            (`ActivationStats`, extras): extras["vis_images"] holds the grid
+            images and, when KID or the manifold metrics are on,
+            extras["first_activations"] the first `first_count()` real
+            pool_3 vectors [<= first_count(), D].
+        """
         if "all" in self._memo:
             return self._memo["all"]
         count = self.config.eval_sample_size
@@ -383,8 +396,8 @@ class RealStatistics:
             acts, vis = self.compute_activations(count)
             stats = ActivationStats.from_activations(acts)
             extras = {"vis_images": vis}
-            if self.config.kid_sample_size:
-                extras["kid_activations"] = acts[: self.config.kid_sample_size]
+            if self.first_count():
+                extras["first_activations"] = acts[: self.first_count()]
             path = self.cache.save(key, stats, [f[0] for f in key["files"]],
                                    **extras)
             print(f"Cached real statistics in {path}", flush=True)
