@@ -1,0 +1,19 @@
+"""Differentiable augmentations of every image D sees, real and generated.
+
+For GAN training on small datasets. Each method splits into
+`sample_params(rng, ...)`, which draws the per-sample parameters from a
+`tf.random.Generator` (the run's checkpointed noise RNG), and
+`apply(images, params, ...)`, deterministic and differentiable w.r.t. the
+images [B, H, W, C] in [-1, 1]:
+
+  diffaugment.py  DiffAugment (Zhao et al., 2020): `parse_policy` for
+                  --diffaugment, color / translation / cutout
+"""
+
+from sagan_tf.augmentation import diffaugment
+from sagan_tf.augmentation.diffaugment import parse_policy
+
+__all__ = [
+    "diffaugment",
+    "parse_policy",
+]
