@@ -1,10 +1,12 @@
 """Tests for sagan_tf.augmentation against independent numpy references."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf.augmentation import diffaugment, parse_policy
+from sagan_tf.augmentation import ada, diffaugment, parse_policy
 
 _ALL = "color,translation,cutout"
 
@@ -59,7 +61,7 @@ def test_parse_policy():
             assert "color, translation, cutout" in str(error.value)
 
 
-def _np_color(x, b, s, c):
+def _np_diffaugment_color(x, b, s, c):
     x = x + b[:, None, None, None]
     mean = x.mean(axis=3, keepdims=True)
     x = (x - mean) * s[:, None, None, None] + mean
@@ -79,7 +81,7 @@ def test_diffaugment_color_matches_numpy(b, s, c):
     params = {"brightness": b, "saturation": s, "contrast": c}
     out = diffaugment.apply(x, params, "color")
     np.testing.assert_allclose(
-        out, _np_color(x.astype(np.float64), b, s, c), atol=2e-6
+        out, _np_diffaugment_color(x.astype(np.float64), b, s, c), atol=2e-6
     )
 
 
@@ -189,3 +191,256 @@ def test_diffaugment_gradient_matches_finite_differences(policy):
         lambda x, prm: diffaugment.apply(x, prm, policy),
         _images([2, 6, 6, 3]).astype(np.float64), params,
     )
+
+
+# ADA --------------------------------------------------------------------
+
+_V = np.array([1, 1, 1, 0]) / math.sqrt(3)  # luma axis
+
+
+def _np_rotation(theta):
+    c, s = math.cos(theta), math.sin(theta)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def _np_geometric(name, value):
+    """The reference's inverse matrix of one geometric transform."""
+    if name == "xflip":
+        return np.diag([1 - 2 * value, 1, 1])
+    if name == "rotate90":
+        return _np_rotation(math.pi / 2 * value)
+    if name in ("xint", "xfrac"):
+        return np.array([[1, 0, -value[0]], [0, 1, -value[1]], [0, 0, 1]])
+    if name == "scale":
+        return np.diag([1 / value, 1 / value, 1])
+    if name == "aniso":
+        return np.diag([1 / value, value, 1])
+    return _np_rotation(value)  # rotate_pre, rotate_post
+
+
+def _np_color(name, value):
+    """The reference's 4×4 matrix of one colour transform."""
+    eye, vv = np.eye(4), np.outer(_V, _V)
+    if name == "brightness":
+        out = np.eye(4)
+        out[:3, 3] = value
+        return out
+    if name == "contrast":
+        return np.diag([value, value, value, 1])
+    if name == "lumaflip":
+        return eye - 2 * vv * value
+    if name == "saturation":
+        return vv + (eye - vv) * value
+    cross = np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]]) / math.sqrt(3)
+    out = np.eye(4)  # hue: Rodrigues' rotation about the luma axis
+    out[:3, :3] = (math.cos(value) * np.eye(3) + math.sin(value) * cross
+                   + (1 - math.cos(value)) * vv[:3, :3])
+    return out
+
+
+_VALUES = {  # one sample's values; the second sample gets _SECOND
+    "xflip": 1.0, "rotate90": 3.0, "xint": [2.0, -1.0], "scale": 1.3,
+    "rotate_pre": 0.7, "aniso": 0.8, "rotate_post": -2.1,
+    "xfrac": [0.4, -1.7], "brightness": 0.3, "contrast": 1.6,
+    "lumaflip": 1.0, "hue": 2.2, "saturation": 0.4,
+}
+_SECOND = {
+    "xflip": 0.0, "rotate90": 1.0, "xint": [-3.0, 0.0], "scale": 0.7,
+    "rotate_pre": -1.2, "aniso": 1.4, "rotate_post": 0.3,
+    "xfrac": [-2.5, 0.6], "brightness": -0.6, "contrast": 0.5,
+    "lumaflip": 0.0, "hue": -0.4, "saturation": 2.5,
+}
+
+
+def _batch(names):
+    return {n: np.array([_VALUES[n], _SECOND[n]], np.float32) for n in names}
+
+
+@pytest.mark.parametrize("name", ada.TRANSFORMS)
+def test_ada_matrix_of_each_transform(name):
+    matrices = ada.transform_matrices(_batch([name]))
+    kind, build = (("geometric", _np_geometric) if name in ada.GEOMETRIC
+                   else ("color", _np_color))
+    other = "color" if kind == "geometric" else "geometric"
+    for k, values in enumerate([_VALUES, _SECOND]):
+        np.testing.assert_allclose(matrices[kind][k],
+                                   build(name, values[name]), atol=1e-6)
+        np.testing.assert_array_equal(matrices[other][k],
+                                      np.eye(len(matrices[other][k])))
+
+
+def test_ada_matrices_compose_in_the_reference_order():
+    matrices = ada.transform_matrices(_batch(ada.TRANSFORMS))
+    for k, values in enumerate([_VALUES, _SECOND]):
+        geometric, color = np.eye(3), np.eye(4)
+        for name in ada.GEOMETRIC:  # G_inv = G_inv @ T_inv
+            geometric = geometric @ _np_geometric(name, values[name])
+        for name in ada.COLOR:  # C = T @ C
+            color = _np_color(name, values[name]) @ color
+        np.testing.assert_allclose(matrices["geometric"][k], geometric,
+                                   atol=1e-5)
+        np.testing.assert_allclose(matrices["color"][k], color, atol=1e-5)
+    with pytest.raises(ValueError, match="rotate90"):
+        ada.transform_matrices({"rotate": np.zeros([2], np.float32)})
+
+
+def _np_resample(images, matrices):
+    """Bilinear at matrix @ (x, y, 1) of the reflect-padded images."""
+    batch, height, width, _ = images.shape
+    pad = 3 * max(height, width)
+    padded = np.pad(images.astype(np.float64),
+                    [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode="reflect")
+    out = np.zeros(images.shape)
+    for b in range(batch):
+        for i in range(height):
+            for j in range(width):
+                x, y, _ = matrices[b] @ [j - (width - 1) / 2,
+                                         i - (height - 1) / 2, 1]
+                col, row = x + (width - 1) / 2 + pad, y + (height - 1) / 2 + pad
+                c0, r0 = math.floor(col), math.floor(row)
+                fc, fr = col - c0, row - r0
+                out[b, i, j] = (
+                    (1 - fr) * ((1 - fc) * padded[b, r0, c0]
+                                + fc * padded[b, r0, c0 + 1])
+                    + fr * ((1 - fc) * padded[b, r0 + 1, c0]
+                            + fc * padded[b, r0 + 1, c0 + 1]))
+    return out
+
+
+def _identity_color(batch):
+    return np.tile(np.eye(4, dtype=np.float32), (batch, 1, 1))
+
+
+@pytest.mark.parametrize("matrix", [
+    _np_rotation(math.radians(30)),  # non-multiple of 90°
+    np.diag([1 / 1.3, 1.3, 1]),  # anisotropic scale
+    np.array([[1, 0, -0.35], [0, 1, 1.7], [0, 0, 1]]),  # fractional shift
+    np.diag([2.5, 2.5, 1]) @ _np_rotation(-1.0),  # zoom-out: 2+ mirrors
+])
+def test_ada_resampling_matches_numpy(matrix):
+    x = _images([2, 8, 8, 3])
+    matrices = np.stack([matrix, np.linalg.inv(matrix)]).astype(np.float32)
+    out = ada.apply(x, {"geometric": matrices, "color": _identity_color(2)})
+    np.testing.assert_allclose(out, _np_resample(x, matrices), atol=1e-5)
+
+
+def test_ada_blits_are_exact():
+    x = _images([2, 8, 8, 3])
+    color = _identity_color(2)
+
+    def blit(values):
+        matrices = ada.transform_matrices(
+            {k: np.array(v, np.float32) for k, v in values.items()}
+        )
+        return ada.apply(x, {"geometric": matrices["geometric"],
+                             "color": color}).numpy()
+
+    np.testing.assert_array_equal(blit({"xflip": [1, 0]})[0],
+                                  np.flip(x[0], axis=1))
+    for k in range(4):
+        np.testing.assert_array_equal(blit({"rotate90": [k, k]}),
+                                      np.rot90(x, k, axes=(1, 2)))
+    # A shift by (tx, ty) = (3, -2): out[i, j] = reflected x[i + 2, j - 3].
+    pad = np.pad(x, [(0, 0), (8, 8), (8, 8), (0, 0)], mode="reflect")
+    shifted = pad[:, 10:18, 5:13]
+    np.testing.assert_array_equal(blit({"xint": [[3, -2]] * 2}), shifted)
+    # Together: flip first, then rotate, then shift (G = F⁻¹ R⁻¹ T⁻¹).
+    both = np.rot90(np.flip(x, axis=2), 1, axes=(1, 2))
+    pad = np.pad(both, [(0, 0), (8, 8), (8, 8), (0, 0)], mode="reflect")
+    np.testing.assert_array_equal(
+        blit({"xflip": [1, 1], "rotate90": [1, 1], "xint": [[3, -2]] * 2}),
+        pad[:, 10:18, 5:13],
+    )
+
+
+@pytest.mark.parametrize("name", ada.COLOR)
+def test_ada_color_transform_matches_numpy(name):
+    x = _images([2, 6, 6, 3])
+    color = np.stack([_np_color(name, _VALUES[name]),
+                      _np_color(name, _SECOND[name])]).astype(np.float32)
+    geometric = np.tile(np.eye(3, dtype=np.float32), (2, 1, 1))
+    out = ada.apply(x, {"geometric": geometric, "color": color})
+    expected = np.einsum("bij,bhwj->bhwi", color[:, :3, :3].astype(float),
+                         x.astype(float)) + color[:, None, None, :3, 3]
+    np.testing.assert_allclose(out, expected, atol=2e-6)
+    if name == "hue":  # rotates about grey: the channel mean is kept
+        np.testing.assert_allclose(out.numpy().mean(-1), x.mean(-1),
+                                   atol=2e-6)
+        assert np.abs(out - x).max() > 0.1
+
+
+def test_ada_p0_is_identity_and_p1_applies_everything():
+    x = _images([4, 8, 8, 3])
+    rng = tf.random.Generator.from_seed(6)
+    off = ada.sample_transforms(rng, 4, 8, tf.constant(0.0))
+    params = ada.transform_matrices(off["value"])
+    np.testing.assert_array_equal(params["geometric"],
+                                  np.tile(np.eye(3), (4, 1, 1)))
+    np.testing.assert_array_equal(params["color"], _identity_color(4))
+    np.testing.assert_array_equal(ada.apply(x, params), x)
+    for name in ada.TRANSFORMS:
+        assert not off["on"][name].numpy().any(), name
+        np.testing.assert_array_equal(off["value"][name], ada.IDENTITY[name])
+    on = ada.sample_transforms(rng, 64, 8, tf.Variable(1.0))
+    for name in ada.TRANSFORMS:
+        assert on["on"][name].numpy().all(), name
+        if name not in ("xflip", "rotate90", "xint", "lumaflip"):
+            # A continuous draw is never its identity value; the discrete
+            # ones are on but may draw i = 0 (flip with p / 2, ...).
+            assert (on["value"][name].numpy() != ada.IDENTITY[name]).all()
+
+
+def test_ada_sampled_ranges_and_reproducible():
+    n, size = 4000, 32
+    draws = ada.sample_transforms(
+        tf.random.Generator.from_seed(8), n, size, 1.0
+    )["value"]
+    v = {name: value.numpy() for name, value in draws.items()}
+    assert set(v["xflip"]) == {0, 1} and set(v["lumaflip"]) == {0, 1}
+    assert set(v["rotate90"]) == {0, 1, 2, 3}
+    assert v["xint"].shape == (n, 2)
+    assert set(v["xint"].ravel()) == set(range(-4, 5))  # round(0.125 * 32)
+    for name in ("rotate_pre", "rotate_post", "hue"):
+        assert -math.pi <= v[name].min() < -3.1 and 3.1 < v[name].max() < 4
+    for name, std in [("scale", 0.2), ("aniso", 0.2), ("contrast", 0.5),
+                      ("saturation", 1.0)]:  # log2-normal
+        assert abs(np.log2(v[name]).mean()) < 0.1 * std, name
+        assert abs(np.log2(v[name]).std() / std - 1) < 0.05, name
+    assert abs(v["brightness"].std() / 0.2 - 1) < 0.05
+    assert abs(v["xfrac"].std() / (0.125 * size) - 1) < 0.05
+    half = ada.sample_transforms(
+        tf.random.Generator.from_seed(8), n, size, 0.5
+    )["on"]
+    p_rot = 1 - math.sqrt(0.5)
+    for name, on in half.items():
+        share = on.numpy().mean()
+        expected = p_rot if name.startswith("rotate_") else 0.5
+        assert abs(share - expected) < 0.03, name
+    either = half["rotate_pre"].numpy() | half["rotate_post"].numpy()
+    assert abs(either.mean() - 0.5) < 0.03
+    first = ada.sample_params(tf.random.Generator.from_seed(9), 4, 8, 0.7)
+    again = ada.sample_params(tf.random.Generator.from_seed(9), 4, 8, 0.7)
+    other = ada.sample_params(tf.random.Generator.from_seed(10), 4, 8, 0.7)
+    for key in ("geometric", "color"):
+        np.testing.assert_array_equal(first[key], again[key])
+        assert np.abs(first[key] - other[key]).max() > 1e-3
+
+
+_GROUPS = {
+    "all": ada.TRANSFORMS,
+    "blit": ("xflip", "rotate90", "xint"),
+    "geometric": ("scale", "rotate_pre", "aniso", "rotate_post", "xfrac"),
+    "color": ada.COLOR,
+}
+
+
+@pytest.mark.parametrize("group", sorted(_GROUPS))
+def test_ada_gradient_matches_finite_differences(group):
+    values = ada.sample_transforms(
+        tf.random.Generator.from_seed(12), 2, 6, 1.0
+    )["value"]
+    params = ada.transform_matrices(
+        {name: values[name] for name in _GROUPS[group]}
+    )
+    _assert_gradient(ada.apply, _images([2, 6, 6, 3]).astype(np.float64),
+                     {key: value.numpy() for key, value in params.items()})

@@ -8,12 +8,19 @@ images [B, H, W, C] in [-1, 1]:
 
   diffaugment.py  DiffAugment (Zhao et al., 2020): `parse_policy` for
                   --diffaugment, color / translation / cutout
+  ada.py          adaptive augmentation (Karras et al., 2020): the 'bgc'
+                  pipeline as per-sample 3×3 and 4×4 matrices
+  resample.py     bilinear, reflect-padded resampling through 3×3 inverse
+                  matrices (ADA's geometric transforms)
 """
 
-from sagan_tf.augmentation import diffaugment
+from sagan_tf.augmentation import ada, diffaugment
 from sagan_tf.augmentation.diffaugment import parse_policy
+from sagan_tf.augmentation.resample import resample
 
 __all__ = [
+    "ada",
     "diffaugment",
     "parse_policy",
+    "resample",
 ]
