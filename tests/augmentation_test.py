@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf.augmentation import ada, diffaugment, parse_policy
+from sagan_tf.augmentation import ada, adjust_p, diffaugment, parse_policy
 
 _ALL = "color,translation,cutout"
 
@@ -444,3 +444,26 @@ def test_ada_gradient_matches_finite_differences(group):
     )
     _assert_gradient(ada.apply, _images([2, 6, 6, 3]).astype(np.float64),
                      {key: value.numpy() for key, value in params.items()})
+
+
+def test_adjust_p_follows_the_reference_law():
+    step = 64 * ada.ADA_INTERVAL / ada.ADA_SPEED_IMAGES  # 0.000512
+    assert step == 0.000512
+    p, seen = 0.0, []
+    for rt in [0.5, 0.7, 0.9, 0.6, 0.95, 0.2, 0.1, 0.0, 0.3]:
+        p = adjust_p(p, rt, 0.6, 64 * ada.ADA_INTERVAL)
+        seen.append(float(p))
+    np.testing.assert_allclose(
+        seen, [0.0, 0.000512, 0.001024, 0.001024, 0.001536, 0.001024,
+               0.000512, 0.0, 0.0], rtol=1e-6, atol=1e-9,
+    )
+    seen = []
+    p = tf.Variable(0.9996)
+    for rt in [0.8, 0.8, 0.4]:
+        p.assign(adjust_p(p, rt, 0.6, 256))
+        seen.append(float(p))
+    np.testing.assert_allclose(seen, [1.0, 1.0, 0.999488], rtol=1e-7)
+    assert float(adjust_p(0.0, 1.0, 0.6, ada.ADA_SPEED_IMAGES)) == 1.0
+    assert float(adjust_p(0.25, -1.0, 0.6, 50_000, 200_000)) == 0.0
+    with pytest.raises(ValueError, match="speed_images"):
+        adjust_p(0.5, 0.7, 0.6, 256, speed_images=0)

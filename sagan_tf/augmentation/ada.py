@@ -48,6 +48,9 @@ Simplifications against the reference:
     reference also takes one channel).
   * The draws are the reference's distributions in its order, from a
     tf.random.Generator, not torch's numbers.
+  * `adjust_p` clamps p at 1 as well as at 0; the reference clamps only at
+    0 (`.max(0)`), where a p above 1 acts as 1 but takes longer to come
+    down.
 """
 
 import math
@@ -55,6 +58,9 @@ import math
 import tensorflow as tf
 
 from sagan_tf.augmentation import resample
+
+ADA_INTERVAL = 4  # Minibatches between two adjustments of p.
+ADA_SPEED_IMAGES = 500_000  # Real images over which p can move by 1.
 
 GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate_pre", "aniso",
              "rotate_post", "xfrac")
@@ -217,6 +223,38 @@ def apply(images, params):
     for k in range(3):
         out += x[..., k:k + 1] * c[..., :3, k]
     return tf.cast(out, dtype)
+
+
+def adjust_p(p, rt, target, images, speed_images=ADA_SPEED_IMAGES):
+    """stylegan2-ada's update of p (`training/training_loop.py`).
+
+    p <- clip(p + sign(rt - target) * images / speed_images, 0, 1): p moves
+    by 1 over `speed_images` real images (`ada_kimg=500`), up while D is
+    too sure of the reals. The trainer calls it every ADA_INTERVAL
+    (`ada_interval=4`) minibatches with the images of those minibatches
+    (batch_size * ADA_INTERVAL); the reference's `ada_target` is 0.6 by
+    default. The reference clamps only at 0; this also clamps at 1.
+
+    Args:
+        p: the current probability, a float scalar (tensor or variable).
+        rt: E[sign(D(real))] over the real images since the last update.
+        target: the value of rt to hold, e.g. 0.6.
+        images: how many real images were seen since the last update.
+        speed_images: images over which p can move by 1 (> 0).
+
+    Returns:
+        The new p, a float32 scalar tensor in [0, 1] (rt == target leaves
+        p as it is).
+
+    Raises:
+        ValueError: for a speed_images that is not positive.
+    """
+    if isinstance(speed_images, int | float) and speed_images <= 0:
+        raise ValueError(f"speed_images must be > 0, got {speed_images}")
+    p = tf.convert_to_tensor(p, tf.float32)
+    rt = tf.cast(rt, tf.float32)
+    step = tf.cast(images, tf.float32) / tf.cast(speed_images, tf.float32)
+    return tf.clip_by_value(p + tf.sign(rt - target) * step, 0.0, 1.0)
 
 
 def _bmm(a, b):
