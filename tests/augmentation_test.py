@@ -467,3 +467,62 @@ def test_adjust_p_follows_the_reference_law():
     assert float(adjust_p(0.25, -1.0, 0.6, 50_000, 200_000)) == 0.0
     with pytest.raises(ValueError, match="speed_images"):
         adjust_p(0.5, 0.7, 0.6, 256, speed_images=0)
+
+
+# Both methods -----------------------------------------------------------
+
+
+def _both(x, seed, p=0.8):
+    rng = tf.random.Generator.from_seed(seed)
+    size = x.shape[1]
+    da_params = diffaugment.sample_params(rng, x.shape[0], size, _ALL)
+    ada_params = ada.sample_params(rng, x.shape[0], size, p)
+    return da_params, ada_params
+
+
+def test_xla_matches_eager():
+    x = tf.constant(_images([2, 16, 16, 3]))
+    da_params, ada_params = _both(x, 14)
+    da_xla = tf.function(diffaugment.apply, jit_compile=True)
+    np.testing.assert_allclose(da_xla(x, da_params, _ALL),
+                               diffaugment.apply(x, da_params, _ALL),
+                               atol=1e-6)
+    ada_xla = tf.function(ada.apply, jit_compile=True)
+    np.testing.assert_allclose(ada_xla(x, ada_params),
+                               ada.apply(x, ada_params), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
+def test_low_precision_in_low_precision_out(dtype):
+    x = tf.cast(_images([2, 8, 8, 3]), dtype)
+    da_params, ada_params = _both(x, 15)
+    for fn, params in [(lambda y, prm: diffaugment.apply(y, prm, _ALL),
+                        da_params), (ada.apply, ada_params)]:
+        out = fn(x, params)
+        assert out.dtype == dtype
+        full = fn(tf.cast(x, tf.float32), params).numpy()
+        np.testing.assert_allclose(tf.cast(out, tf.float32), full,
+                                   rtol=1 / 64, atol=1e-2)
+
+
+def test_two_replicas_draw_their_own_params(two_cpu_strategy):
+    x = tf.constant(_images([2, 8, 8, 3]))
+    with two_cpu_strategy.scope():
+        rng = tf.random.Generator.from_seed(16)
+
+    @tf.function
+    def step():
+        def replica_fn():
+            da_params = diffaugment.sample_params(rng, 2, 8, _ALL)
+            ada_params = ada.sample_params(rng, 2, 8, tf.constant(0.9))
+            return (da_params["brightness"], ada_params["color"],
+                    diffaugment.apply(x, da_params, _ALL),
+                    ada.apply(x, ada_params))
+
+        return two_cpu_strategy.run(replica_fn)
+
+    results = [two_cpu_strategy.experimental_local_results(r)
+               for r in step()]
+    for first, second in results:
+        assert first.shape == second.shape
+        assert np.abs(first - second).max() > 1e-3
