@@ -16,7 +16,9 @@ Output in `<output_dir>`:
       `height`, `width`, `depth` (int64);
   labels.txt       one "index<TAB>folder name" line per class
                    (unlabeled: the one line UNLABELED_LINE);
-  conversion.json  the settings, checked when a run is resumed.
+  conversion.json  the settings, checked when a run is resumed, and under
+                   `shard_records` each finished shard's record count and
+                   byte size (training's epoch sizes, without a count).
 
 Images are shuffled with a seeded permutation and split into shards of
 near-equal size. Worker processes decode and preprocess
@@ -43,6 +45,9 @@ LABELS_FILE = "labels.txt"
 UNLABELED_LINE = "0\t(unlabeled: every label is 0; train with" \
     " --number_classes 0)\n"
 MANIFEST_FILE = "conversion.json"
+# conversion.json's {shard name: {"records": n, "bytes": size}}; not a
+# setting (grows as shards are finished).
+SHARD_RECORDS_KEY = "shard_records"
 _TEMP_PREFIX = "incomplete-"
 _TEMP_SUFFIX = ".part"
 
@@ -258,10 +263,17 @@ def _write_atomic(path, text):
 
 
 def _check_manifest(output_dir, manifest):
+    """Refuses other settings in an existing conversion.json; writes it.
+
+    Returns:
+        The shard counts the existing file holds ({} for a new one).
+    """
     path = os.path.join(output_dir, MANIFEST_FILE)
+    counts = {}
     if os.path.exists(path):
         with open(path) as stream:
             previous = json.load(stream)
+        counts = previous.pop(SHARD_RECORDS_KEY, {})
         if previous != manifest:
             changed = sorted(
                 key for key in set(previous) | set(manifest)
@@ -272,7 +284,15 @@ def _check_manifest(output_dir, manifest):
                 f" settings ({', '.join(changed)} differ, see {path}); use an"
                 " empty --output_dir or the same flags to resume"
             )
-    _write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True))
+    _write_manifest(output_dir, manifest, counts)
+    return counts
+
+
+def _write_manifest(output_dir, manifest, counts):
+    _write_atomic(
+        os.path.join(output_dir, MANIFEST_FILE),
+        json.dumps({**manifest, SHARD_RECORDS_KEY: counts}, indent=2,
+                   sort_keys=True))
 
 
 def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
@@ -330,7 +350,7 @@ def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
         # Only then: labeled conversions made before the key existed still
         # resume.
         manifest["unlabeled"] = True
-    _check_manifest(output_dir, manifest)
+    counts = _check_manifest(output_dir, manifest)
     _write_atomic(
         os.path.join(output_dir, LABELS_FILE),
         UNLABELED_LINE if unlabeled else
@@ -387,6 +407,10 @@ def convert(input_dir, output_dir, *, image_size, num_shards, seed=0,
                 summary.empty_shards.append(name)
                 continue
             os.replace(temp, final)
+            # After every shard: a killed run keeps the counts it made.
+            counts[name] = {"records": written,
+                            "bytes": os.path.getsize(final)}
+            _write_manifest(output_dir, manifest, counts)
             summary.images_written += written
             summary.shards_written += 1
     finally:

@@ -6,6 +6,11 @@ Every source yields (images, labels): float32 [batch, S, S, 3] in [-1, 1]
 ignored and every label is 0. `DataConfig.random_flip` mirrors each real
 image left-right with probability 1/2 (off as released).
 
+The stream is a sequence of epochs whose order is a function of
+(`DataConfig.seed`, epoch) alone (`epochs.py`), so that a resumed run opens
+its epoch directly: `build_dataset(start=...)`,
+`distributed_dataset(skip_steps=...)`.
+
 Sources (`DataConfig.data_format`):
   records  `<data_dir>/*.tfrecords`, the released format: `image_raw` holds
            raw uint8 S x S x 3 (HWC) bytes, `label` an int64 in 0..999.
@@ -26,10 +31,11 @@ a readable message that names the shard (see `errors.py`).
 """
 
 import contextlib
+import os
 
 import tensorflow as tf
 
-from sagan_tf.data import errors, records
+from sagan_tf.data import epochs, errors, records
 from sagan_tf.data.errors import DataError
 
 TFDS_NAME = "imagenet2012"
@@ -40,46 +46,62 @@ _READ_BUFFER_BYTES = 8 << 20
 
 
 # --------------------------------------------------------------------------
-# Pipelines.
+# Sources: one epoch of raw elements, given that epoch's seeds.
 
 
-def _shard_pipeline(config, files, input_context, shuffle):
-    """(filename, serialized record) pairs, disjoint across pipelines."""
+def _shard_source(config, files, input_context, shuffle):
+    """(one_epoch(seeds) -> (filename, serialized record) pairs, whether
+    the order must be deterministic); disjoint across pipelines."""
     pipelines = input_context.num_input_pipelines if input_context else 1
     index = input_context.input_pipeline_id if input_context else 0
-    deterministic = config.seed is not None or config.deterministic
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    shard_records = pipelines > 1 and len(files) < pipelines
+    mine, shard_records = epochs.pipeline_files(files, pipelines, index)
+    # Record-level sharding needs the same record order in every pipeline:
+    # a deterministic interleave (the shard permutation, drawn from the
+    # epoch's seeds, is the same in all of them).
+    deterministic = (config.seed is not None or config.deterministic
+                     or shard_records)
     if pipelines > 1 and not shard_records:
-        dataset = dataset.shard(pipelines, index)
-        files = files[index::pipelines]
-    if shard_records:
-        # Record-level sharding needs the same record order in every
-        # pipeline: no file shuffle, deterministic interleave.
-        deterministic = True
-    elif shuffle:
-        dataset = dataset.shuffle(
-            len(files), seed=config.seed, reshuffle_each_iteration=True)
+        _require_records(mine, index)
+    names = tf.constant(mine)
 
     def read(filename):
         shard = tf.data.TFRecordDataset(
             filename, buffer_size=_READ_BUFFER_BYTES)
         return shard.map(lambda record: (filename, record))
 
-    dataset = dataset.interleave(
-        read,
-        cycle_length=min(len(files), _CYCLE_LENGTH),
-        block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
-    )
-    if shard_records:
-        dataset = dataset.shard(pipelines, index)
-    return dataset, deterministic
+    def one_epoch(seeds):
+        order = names
+        if shuffle:
+            order = tf.gather(names, tf.random.experimental.stateless_shuffle(
+                tf.range(len(mine)), seed=seeds[:2]))
+        dataset = tf.data.Dataset.from_tensor_slices(order).interleave(
+            read,
+            cycle_length=min(len(mine), _CYCLE_LENGTH),
+            block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+        if shard_records:
+            dataset = dataset.shard(pipelines, index)
+        return dataset
+
+    return one_epoch, deterministic
 
 
-def _tfds_pipeline(config, input_context, shuffle):
-    """(file name, encoded image, label) triples from TFDS imagenet2012."""
+def _require_records(files, index):
+    """An epoch without records would make the endless stream of epochs
+    wait forever; refuse a pipeline whose every shard is empty."""
+    for path in files:
+        for _ in tf.data.TFRecordDataset(path).take(1):
+            return
+    raise DataError(
+        f"input pipeline {index} would read only empty shards ("
+        f"{', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); "
+        "convert the images again (data/convert_imagenet.py writes no "
+        "empty shard) or remove the empty shards from --data_dir.")
+
+
+def _tfds_builder_and_split(config, input_context):
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(TFDS_NAME, data_dir=config.tfds_data_dir or None)
@@ -99,11 +121,26 @@ def _tfds_pipeline(config, input_context, shuffle):
         split = tfds.even_splits(
             split, input_context.num_input_pipelines
         )[input_context.input_pipeline_id]
+    return builder, split
+
+
+def tfds_records_per_epoch(config, input_context=None):
+    """Examples per epoch of the TFDS pipeline (from the dataset's info)."""
+    builder, split = _tfds_builder_and_split(config, input_context)
+    return int(builder.info.splits[split].num_examples)
+
+
+def _tfds_source(config, input_context):
+    """one_epoch(seeds) -> (file name, encoded image, label) triples from
+    TFDS imagenet2012, in its stored order (TFDS shuffles the examples when
+    it prepares the dataset); the epoch's order comes from the buffer."""
+    import tensorflow_datasets as tfds
+
+    builder, split = _tfds_builder_and_split(config, input_context)
     dataset = builder.as_dataset(
         split=split,
-        shuffle_files=shuffle,
+        shuffle_files=False,
         decoders={"image": tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(shuffle_seed=config.seed),
     )
 
     def unpack(example):
@@ -114,30 +151,38 @@ def _tfds_pipeline(config, input_context, shuffle):
         return tf.strings.join([f"{TFDS_NAME} {split} ", name]), image, (
             example["label"])
 
-    return dataset.map(unpack)
+    dataset = dataset.map(unpack)
+    return lambda seeds: dataset
 
 
-def _flip_fn(seed):
-    """(image, label) -> (image mirrored left-right with probability 1/2,
-    label), one coin per image; only real images pass through here."""
+def _flip(image, label, flip_key, index):
+    """Mirrors a real image left-right with probability 1/2: a coin drawn
+    statelessly from its epoch's flip seed and its place in the epoch, so a
+    resumed stream flips what the straight one did."""
+    # [S, S, 3]: axis 1 is the width.
+    image = tf.image.stateless_random_flip_left_right(
+        image, seed=tf.stack([flip_key, index]))
+    return image, label
 
-    def flip(image, label):
-        # [S, S, 3]: axis 1 is the width.
-        return tf.image.random_flip_left_right(image, seed=seed), label
 
-    return flip
+def _fresh_seed():
+    # An unseeded pipeline still orders its epochs by a seed: a new one
+    # for each pipeline built.
+    return int.from_bytes(os.urandom(4), "little") % (2**31 - 1)
 
 
 def build_dataset(config, *, image_size, batch_size, num_classes,
                   input_context=None, repeat=True, shuffle=True,
-                  skip_batches=0):
+                  start=None):
     """Builds the input pipeline of one replica (or one input pipeline).
 
-    Files are sharded by `input_context` (records, when there are fewer files
-    than pipelines) so that pipelines see disjoint examples, interleaved in
-    parallel, shuffled with a `config.shuffle_buffer_size` buffer, repeated,
-    decoded with AUTOTUNE parallelism, batched with drop_remainder and
-    prefetched.
+    The stream is a sequence of epochs (see `epochs.py`): epoch e reads
+    this pipeline's shards in an order drawn from (`config.seed`, e), with
+    a `config.shuffle_buffer_size` shuffle buffer; then records are decoded
+    with AUTOTUNE parallelism, batched with drop_remainder (batches cross
+    epochs) and prefetched. Files are sharded by `input_context` (records,
+    when there are fewer files than pipelines) so that pipelines see
+    disjoint examples.
 
     Args:
         config: DataConfig.
@@ -146,11 +191,12 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
         num_classes: labels (after label_offset) must lie in
             [0, num_classes); 0 ignores them (every label 0).
         input_context: tf.distribute.InputContext, or None for one pipeline.
-        repeat: repeat forever.
+        repeat: epochs without end (else the one epoch `start.epoch`).
         shuffle: shuffle files and records.
-        skip_batches: batches to leave out at the start, counted in
-            `batch_size` records of the stream (a resume's position; only
-            meaningful when `config.seed` fixes the order).
+        start: an `epochs.Position`, where the stream starts (default: the
+            first record of epoch 0): `start.offset` records (read, not
+            decoded) are left out of epoch `start.epoch` (a resume's
+            position; only meaningful when `config.seed` fixes the order).
 
     Returns:
         tf.data.Dataset of (images float32 [batch_size, S, S, 3] in [-1, 1],
@@ -165,36 +211,48 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
             f"image_size ({image_size}) and batch_size ({batch_size}) must"
             f" be positive and num_classes ({num_classes}) >= 0")
     if config.data_format == "tfds":
-        dataset = _tfds_pipeline(config, input_context, shuffle)
+        source = _tfds_source(config, input_context)
         deterministic = config.seed is not None or config.deterministic
         parse = records.make_encoded_parser(config, image_size, num_classes)
     else:
         files = records.list_files(config)
         records.validate_first_record(
             config, files, image_size=image_size, num_classes=num_classes)
-        dataset, deterministic = _shard_pipeline(
+        source, deterministic = _shard_source(
             config, files, input_context, shuffle)
         maker = (records.make_raw_parser if config.data_format == "records"
                  else records.make_jpeg_parser)
         parse = maker(config, image_size, num_classes)
-    if shuffle and config.shuffle_buffer_size > 1:
-        dataset = dataset.shuffle(config.shuffle_buffer_size, seed=config.seed)
-    if repeat:
-        dataset = dataset.repeat()
-    if skip_batches:
+    start = start or epochs.Position()
+    seed = config.seed if config.seed is not None else _fresh_seed()
+    buffer = config.shuffle_buffer_size if shuffle else 0
+
+    def one_epoch(epoch):
+        seeds = epochs.epoch_seeds(seed, epoch)
+        dataset = source(seeds)
+        if buffer > 1:
+            dataset = dataset.shuffle(buffer, seed=seeds[2])
+        # (flip seed, place in the epoch, *raw element)
+        return dataset.enumerate().map(
+            lambda index, raw: (seeds[3], index, *raw))
+
+    dataset = epochs.epoch_stream(one_epoch, start.epoch, repeat)
+    if start.offset:
         # The position of a resumed run is a count, not a saved iterator: a
         # tf.data iterator checkpoint holds the shuffle buffer (about 5 GB
         # at the default 100000 raw 128x128 records), and the distributed
         # iterator cannot be checkpointed. Skipping before `parse` reads
-        # the records again but decodes none.
-        dataset = dataset.skip(skip_batches * batch_size)
+        # the records again but decodes none, and never more than an epoch.
+        dataset = dataset.skip(start.offset)
     dataset = dataset.map(
-        parse, num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic)
+        lambda flip_key, index, *raw: (*parse(*raw), flip_key, index),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if config.random_flip:
         dataset = dataset.map(
-            _flip_fn(config.seed), num_parallel_calls=tf.data.AUTOTUNE,
+            _flip, num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=deterministic)
+    else:
+        dataset = dataset.map(lambda image, label, *_: (image, label))
     dataset = dataset.batch(batch_size, drop_remainder=True)
     if config.deterministic:
         # Also for the stages that take no `deterministic` argument.
@@ -204,14 +262,40 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def records_per_epoch_fn(config, shard_counts=None, log=print):
+    """(num_pipelines, index) -> records that pipeline serves per epoch.
+
+    Args:
+        config: DataConfig.
+        shard_counts: records of each shard in `records.list_files` order;
+            None counts them (reading every shard once). Unused for TFDS.
+    """
+    if config.data_format == "tfds":
+        def tfds_size(num_pipelines, index):
+            context = tf.distribute.InputContext(num_pipelines, index, 1)
+            return tfds_records_per_epoch(config, context)
+
+        return tfds_size
+    if shard_counts is None:
+        shard_counts = epochs.count_records(records.list_files(config), log)
+    return lambda num_pipelines, index: epochs.records_per_epoch(
+        shard_counts, num_pipelines, index)
+
+
 def distributed_dataset(strategy, config, *, image_size,
                         per_replica_batch_size, num_classes, repeat=True,
-                        shuffle=True, skip_steps=0):
+                        shuffle=True, skip_steps=0, records_per_epoch=None,
+                        log=None):
     """`build_dataset` for every replica of `strategy`.
 
     `skip_steps`: elements the distributed iterator gave before (a resumed
     run's position). Each step takes one batch per replica, and an input
-    pipeline serves all replicas of its worker.
+    pipeline serves all replicas of its worker, so pipeline i has served
+    skip_steps x (its replicas) x per_replica_batch_size records; it opens
+    the epoch they reach and skips only the rest (`epochs.locate`).
+    `records_per_epoch`: see `records_per_epoch_fn` (built, counting the
+    shards, when a skip needs it and none is given). `log`: where each
+    pipeline says where it resumes.
 
     Returns:
         A tf.distribute.DistributedDataset whose elements are per-replica
@@ -224,15 +308,28 @@ def distributed_dataset(strategy, config, *, image_size,
         records.validate_first_record(
             config, records.list_files(config), image_size=image_size,
             num_classes=num_classes)
+    if skip_steps and records_per_epoch is None:
+        records_per_epoch = records_per_epoch_fn(config)
 
     def dataset_fn(input_context):
         per_pipeline = max(1, input_context.num_replicas_in_sync
                            // input_context.num_input_pipelines)
+        start = epochs.Position()
+        if skip_steps:
+            start = epochs.locate(
+                skip_steps * per_pipeline * per_replica_batch_size,
+                records_per_epoch(input_context.num_input_pipelines,
+                                  input_context.input_pipeline_id))
+            if log is not None:
+                log(f"Input pipeline {input_context.input_pipeline_id}: "
+                    f"resuming at epoch {start.epoch}, skipping the "
+                    f"{start.offset:,} record(s) of it served before (read, "
+                    "not decoded).")
         return build_dataset(
             config, image_size=image_size,
             batch_size=per_replica_batch_size, num_classes=num_classes,
             input_context=input_context, repeat=repeat, shuffle=shuffle,
-            skip_batches=skip_steps * per_pipeline)
+            start=start)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
