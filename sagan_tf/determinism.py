@@ -28,28 +28,40 @@ class DeterminismError(RuntimeError):
     """An op has no deterministic kernel while --deterministic is on."""
 
 
-def with_seed(config, saved_seed=None, log=print):
-    """Returns `config` with a seed when `config.deterministic` needs one.
+def with_seed(config, saved_seed=None, log=print, needed=None):
+    """Returns `config` with a seed when it needs one.
 
     Args:
       config: TrainConfig or EvalConfig (with a nested DataConfig `data`).
       saved_seed: the seed a resumed run was started with, preferred to a
         new one.
       log: where the choice is said.
+      needed: whether a seed is needed (default: `config.deterministic`;
+        training always needs one, so that every run resumes exactly).
     """
-    if not config.deterministic:
+    if needed is None:
+        needed = config.deterministic
+    if not needed:
         return config
     seed = config.seed
+    prefix = f"{FLAG}: " if config.deterministic else ""
     if seed is None:
         if saved_seed is not None:
             seed = int(saved_seed)
-            log(f"{FLAG}: no --seed given; using the run's --seed {seed} "
+            log(f"{prefix}no --seed given; using the run's --seed {seed} "
                 "(from its config.json).")
         else:
             seed = int.from_bytes(os.urandom(4), "little") % (2**31 - 1)
-            log(f"{FLAG}: no --seed given; using --seed {seed} (pass it to "
-                "repeat this run).")
-    data = dataclasses.replace(config.data, seed=seed, deterministic=True)
+            log(f"{prefix}no --seed given; using --seed {seed} (recorded in "
+                "config.json; pass it to repeat this run).")
+    return replace_seed(config, seed)
+
+
+def replace_seed(config, seed):
+    """`config` with `seed` for the run and its input pipeline."""
+    data = dataclasses.replace(
+        config.data, seed=seed,
+        deterministic=config.data.deterministic or config.deterministic)
     return dataclasses.replace(config, seed=seed, data=data)
 
 

@@ -24,9 +24,10 @@ from absl import flags
 from tensorflow.python.framework import config as tf_config
 
 from sagan_tf import config as config_lib
+from sagan_tf import determinism
 from sagan_tf.commands import train as train_command
 from sagan_tf.data import pipeline
-from sagan_tf.training import loop
+from sagan_tf.training import checkpoints, loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, CLASSES, BATCH = 32, 4, 4
@@ -56,12 +57,12 @@ def _config(*args, seed=True):
     return fv
 
 
-def _main(capsys, *args):
-    """train_imagenet.py's main in this process: (exit status, output; ""
-    without capsys)."""
+def _main(capsys, *args, seed=True):
+    """train_imagenet.py's main in this process (with --seed 3 unless
+    `seed` is False): (exit status, output; "" without capsys)."""
     code = 0
     try:
-        train_command.main(["train_imagenet.py"], _config(*args))
+        train_command.main(["train_imagenet.py"], _config(*args, seed=seed))
     except SystemExit as stop:
         code = stop.code
     if capsys is None:
@@ -123,7 +124,9 @@ def test_resume_equals_straight_run_on_one_replica(
                       f"--checkpoint_dir={resumed}", "--deterministic")
     assert code == 0, out
     assert "resuming at global step 2" in out
-    assert "skipping the 2 batch(es)" in out, out
+    # 2 batches of 4 in epochs of 6 records: epoch 1, 2 records into it.
+    assert "at batch 2 per replica" in out, out
+    assert "resuming at epoch 1, skipping the 2 record(s)" in out, out
     _assert_same_checkpoints(
         os.path.join(straight_run, f"imagenet_{BATCH}"), resumed_run, (4,))
 
@@ -166,7 +169,8 @@ def test_resume_equals_straight_run_on_two_replicas(
     resumed_run = os.path.join(resumed, f"imagenet_{BATCH}")
     _keep_only(resumed_run, 2)
     out = run(resumed)
-    assert "skipping the 2 batch(es)" in out, out
+    # 2 steps of 2 replicas x 4 records: epoch 2 of 6 records, 4 into it.
+    assert "resuming at epoch 2, skipping the 4 record(s)" in out, out
     _assert_same_checkpoints(
         os.path.join(straight, f"imagenet_{BATCH}"), resumed_run, (4,))
 
@@ -232,7 +236,43 @@ def test_resume_after_a_signal_equals_straight_run(
     assert f"resuming at global step {resumed_from}" in out, out
     _assert_same_checkpoints(
         os.path.join(straight_run, f"imagenet_{BATCH}"), run_dir, (4,))
-    assert f"skipping the {resumed_from} batch(es)" in out, out
+    assert f"at batch {resumed_from} per replica" in out, out
+    epoch, offset = divmod(resumed_from * BATCH, RECORDS)
+    assert (f"resuming at epoch {epoch}, skipping the {offset} record(s)"
+            in out), out
+
+
+def test_run_without_seed_resumes_after_sigterm_as_its_straight_run(
+    records, tmp_path, capsys
+):
+    # No --seed, no --deterministic: the default run. It picks a seed,
+    # records it in config.json, and its resume continues it exactly.
+    checkpoint_dir = str(tmp_path / "signaled")
+    args = [f"--data_dir={records}", "--max_steps=4",
+            f"--checkpoint_dir={checkpoint_dir}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNALED_AT_STEP_3.format(name="SIGTERM"),
+         *TINY, *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    run_dir = os.path.join(checkpoint_dir, f"imagenet_{BATCH}")
+    with open(os.path.join(run_dir, "config.json")) as f:
+        seed = json.load(f)["seed"]
+    assert f"no --seed given; using --seed {seed}" in out, out
+    code, out = _main(capsys, *args, seed=False)
+    assert code == 0, out
+    assert f"using the run's --seed {seed} (from its config.json)" in out
+    assert "resuming at global step 3" in out, out
+    straight = str(tmp_path / "straight")
+    code, out = _main(
+        capsys, f"--data_dir={records}", "--max_steps=4",
+        f"--checkpoint_dir={straight}", f"--seed={seed}", seed=False)
+    assert code == 0, out
+    _assert_same_checkpoints(
+        os.path.join(straight, f"imagenet_{BATCH}"), run_dir, (4,))
 
 
 def _batches(strategy, data_config, skip_steps, count):
@@ -272,31 +312,41 @@ def test_first_batches_after_resume_are_the_straight_runs(
     assert not np.array_equal(straight[3][0][0], straight[4][0][0])
 
 
-def _run_state_after_restore(checkpoint_dir, seed=True):
+def _run_state_after_restore(records, checkpoint_dir, *args, seed=True):
     """(log, skip steps, noise RNG state) of a start, up to the first step
     (no training, no tracing)."""
     config = train_command.train_config_from_flags(_config(
-        f"--checkpoint_dir={checkpoint_dir}", "--ema_decay=0.9", seed=seed))
+        f"--checkpoint_dir={checkpoint_dir}", f"--data_dir={records}",
+        "--ema_decay=0.9", *args, seed=seed))
     lines = []
-    run = loop._Loop(config, tf.distribute.get_strategy(), lines.append)
+    run = _loop_of(config, lines.append)
     try:
-        skip = run._resume_run_state(run._restore())
-        return "\n".join(lines), skip, run.trainer._rng.state.numpy()
+        skip, _ = run._resume_run_state(run._restore())
+        return "\n".join(lines), skip, run.trainer.noise_rng.state.numpy()
     finally:
         run.close()
+
+
+def _loop_of(config, log):
+    # As loop.run does: every start has a seed.
+    seed_given = config.seed is not None
+    config = determinism.with_seed(config, log=log, needed=True)
+    return loop._Loop(config, tf.distribute.get_strategy(), log,
+                      seed_given=seed_given)
 
 
 def _state_of_seed(seed):
     return tf.random.Generator.from_seed(seed).state.numpy()
 
 
-def test_old_checkpoint_without_run_state_is_seeded_afresh(tmp_path):
+def test_old_checkpoint_without_run_state_is_seeded_afresh(records,
+                                                           tmp_path):
     # v0.1 wrote the tiny configuration with --seed 3 at step 2.
     run_dir = tmp_path / "ck" / f"imagenet_{BATCH}"
     shutil.copytree(
         os.path.join(os.path.dirname(__file__), "testdata",
                      "checkpoint_v0_1"), run_dir)
-    out, skip, state = _run_state_after_restore(str(tmp_path / "ck"))
+    out, skip, state = _run_state_after_restore(records, str(tmp_path / "ck"))
     assert "resuming at global step 2" in out
     assert "holds no noise RNG or input position" in out, out
     assert skip == 0
@@ -304,27 +354,69 @@ def test_old_checkpoint_without_run_state_is_seeded_afresh(tmp_path):
     np.testing.assert_array_equal(state, _state_of_seed(3 * 1_000_003 + 2))
 
 
-def test_run_state_is_restored_with_seed_and_ignored_without(tmp_path):
-    checkpoint_dir = str(tmp_path / "ck")
+def _save_run_state(records, checkpoint_dir, objects=None):
+    """A checkpoint at step 7: position 5, the noise RNG of seed 11 and
+    the input order of --seed 3; `objects` picks the run-state keys saved
+    (default: all of them)."""
     config = train_command.train_config_from_flags(_config(
-        f"--checkpoint_dir={checkpoint_dir}", "--ema_decay=0.9"))
-    run = loop._Loop(config, tf.distribute.get_strategy(), print)
+        f"--checkpoint_dir={checkpoint_dir}", f"--data_dir={records}",
+        "--ema_decay=0.9"))
+    run = _loop_of(config, print)
     try:
-        run.trainer.step.assign(7)
-        run.trainer.data_position.assign(5)
-        run.trainer._rng.reset_from_seed(11)
-        run.keeper.save()
+        trainer = run.trainer
+        trainer.step.assign(7)
+        trainer.run_state.data_position.assign(5)
+        trainer.run_state.input_seed.assign(3)
+        trainer.noise_rng.reset_from_seed(11)
+        state = trainer.run_state_objects()
+        keeper = checkpoints.CheckpointKeeper(
+            run.directory, trainer.step,
+            {**trainer.checkpoint_objects(),
+             **{k: state[k] for k in (objects or state)}}, max_to_keep=5)
+        keeper.save()
     finally:
         run.close()
 
-    out, skip, state = _run_state_after_restore(checkpoint_dir)
-    assert "skipping the 5 batch(es)" in out, out
+
+def test_run_state_is_restored_with_or_without_seed(records, tmp_path):
+    checkpoint_dir = str(tmp_path / "ck")
+    _save_run_state(records, checkpoint_dir)
+    out, skip, state = _run_state_after_restore(records, checkpoint_dir)
+    assert "at batch 5 per replica" in out, out
     assert skip == 5
     np.testing.assert_array_equal(state, _state_of_seed(11))
 
-    # Without --seed a start is as before: fresh noise, the input from its
-    # (unseeded) start.
-    out, skip, state = _run_state_after_restore(checkpoint_dir, seed=False)
-    assert "skipping" not in out and "noise RNG" not in out, out
+    # Without --seed (and here without config.json) the checkpoint's seed
+    # is the run's: the same continuation.
+    out, skip, state = _run_state_after_restore(
+        records, checkpoint_dir, seed=False)
+    assert "Using the checkpoint's --seed 3" in out, out
+    assert "at batch 5 per replica" in out, out
+    assert skip == 5
+    np.testing.assert_array_equal(state, _state_of_seed(11))
+
+
+def test_another_seed_starts_a_new_input_order(records, tmp_path, capsys):
+    checkpoint_dir = str(tmp_path / "ck")
+    _save_run_state(records, checkpoint_dir)
+    capsys.readouterr()
+    out, skip, state = _run_state_after_restore(
+        records, checkpoint_dir, "--seed=4", seed=False)
+    warning = capsys.readouterr().err
+    assert "come from --seed 3; with --seed 4 they start anew" in warning
+    assert skip == 0 and "per replica" not in out
+    np.testing.assert_array_equal(state, _state_of_seed(4 * 1_000_003 + 7))
+
+
+def test_v0_3_checkpoint_keeps_its_noise_and_restarts_the_order(records,
+                                                                tmp_path):
+    # v0.3 saved the noise RNG and the position, counted in one stream
+    # from step 0, but no input seed.
+    checkpoint_dir = str(tmp_path / "ck")
+    _save_run_state(records, checkpoint_dir,
+                    objects=("noise_rng", "data_position"))
+    out, skip, state = _run_state_after_restore(records, checkpoint_dir)
+    assert "counts its input position in v0.3's single input stream" in out
+    assert "restarts at the first epoch of --seed 3's order" in out, out
     assert skip == 0
-    assert not np.array_equal(state, _state_of_seed(11))
+    np.testing.assert_array_equal(state, _state_of_seed(11))

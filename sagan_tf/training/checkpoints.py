@@ -11,9 +11,10 @@ TensorBoard event files and a `tf.train.CheckpointManager` checkpoint named
 
 The SN u vectors and the BN moving statistics are layer weights, so they are
 part of `generator` / `discriminator`. Training also saves `noise_rng` (the
-z / fake-label tf.random.Generator) and `data_position` (batches read per
-replica), so that a resume continues the same run; checkpoints without
-them still restore (`updates.GANTrainer.run_state_objects`).
+z / fake-label tf.random.Generator), `data_position` (batches read per
+replica) and `input_seed` (the seed of the input order), so that a resume
+continues the same run; checkpoints without them still restore
+(`run_state.py`).
 """
 
 import dataclasses
@@ -383,13 +384,18 @@ class CheckpointKeeper:
         return prefix
 
     @staticmethod
-    def has_object(path, name):
-        """Whether checkpoint `path` holds the object saved under `name`."""
-        prefix = name + "/"
-        return any(
-            key.startswith(prefix) for key in
+    def object_names(path):
+        """The names of the objects checkpoint `path` holds (one read of
+        its index)."""
+        return {
+            key.split("/", 1)[0] for key in
             checkpoint_files.open_reader(path).get_variable_to_shape_map()
-        )
+        }
+
+    @classmethod
+    def has_object(cls, path, name):
+        """Whether checkpoint `path` holds the object saved under `name`."""
+        return name in cls.object_names(path)
 
     def check_weights(self):
         """Raises NonFiniteError if any saved weight is NaN or infinite."""

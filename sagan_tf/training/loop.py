@@ -35,7 +35,9 @@ from sagan_tf.training import (
     checkpoint_files,
     checkpoints,
     distribute,
+    input_order,
     run_lock,
+    run_state,
     summaries,
 )
 from sagan_tf.training import updates as updates_lib
@@ -114,15 +116,20 @@ def run(config, strategy=None, log=print):
         raise ValueError(
             "--deterministic with several workers needs --seed: every "
             "worker must use the same one.")
+    seed_given = config.seed is not None
+    # Every run is seeded, so that every resume continues it exactly.
     config = determinism.with_seed(
-        config, saved_seed=(saved or {}).get("seed"), log=log)
+        config, saved_seed=(saved or {}).get("seed"), log=log, needed=True)
+    if not seed_given and distribute.is_multi_worker(strategy):
+        # Each worker picked its own: all take the chief's.
+        config = determinism.replace_seed(config, distribute.chief_value(
+            strategy, config.seed, distribute.worker_info(strategy)[0]))
     determinism.warn_if_changed(saved, config, cli.warn)
-    if config.seed is not None:
-        keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seed)
     with _precision_policy(config.mixed_precision), (
         determinism.op_determinism(config)
     ), determinism.explained_errors(config):
-        return _Loop(config, strategy, log).run()
+        return _Loop(config, strategy, log, seed_given=seed_given).run()
 
 
 def _saved_run_config(config):
@@ -139,8 +146,10 @@ def _saved_run_config(config):
 class _Loop:
     """State of one `run` call."""
 
-    def __init__(self, config, strategy, log):
+    def __init__(self, config, strategy, log, seed_given=True):
         self.config = config
+        self.seed_given = seed_given
+        self._restored_keys = None
         self.strategy = strategy
         self.log = log
         self.is_chief, task_id = distribute.worker_info(strategy)
@@ -239,10 +248,9 @@ class _Loop:
             self.log(f"No checkpoint in {self.directory}; starting at step 0.")
             return step
         self.log(f"Restored {path}; resuming at global step {step}.")
+        self._restored_keys = self.keeper.object_names(path)
         ema = self.trainer.ema_generator
-        if ema is not None and not self.keeper.has_object(
-            path, "ema_generator"
-        ):
+        if ema is not None and "ema_generator" not in self._restored_keys:
             self.log("The checkpoint has no EMA generator; starting the "
                      "EMA from the restored generator.")
             self.trainer.copy_generator_to_ema()
@@ -251,31 +259,43 @@ class _Loop:
     def _resume_run_state(self, start):
         """Continues the noise RNG and the input order of the checkpoint.
 
-        With `--seed`, the restored RNG and input position make the resumed
-        run equal the uninterrupted one. A checkpoint written before they
-        were saved (or a run without `--seed`) seeds both afresh.
+        Same seed and same shards: the restored RNG and input position make
+        the resumed run equal the uninterrupted one. Otherwise a new input
+        order starts at its first epoch, said (`run_state.RunState.resume`).
 
         Returns:
-          Distributed-iterator steps the input pipeline must skip.
+          (distributed-iterator steps the input pipeline must skip, its
+          `records_per_epoch` function or None).
         """
-        trainer, path = self.trainer, self.keeper.last_intact
-        if self.config.seed is None or path is None:
-            trainer.seed_noise(start)
-            trainer.data_position.assign(0)
-            return 0
-        if self.keeper.has_object(path, updates_lib.NOISE_RNG_KEY):
-            position = int(trainer.data_position.numpy())
-            self.log(f"Continuing the checkpoint's noise RNG and input "
-                     f"order (--seed {self.config.seed}): skipping the "
-                     f"{position} batch(es) per replica read before.")
-            return position
-        self.log("The checkpoint holds no noise RNG or input position "
-                 "(written by an older version): seeding both afresh from "
-                 f"--seed {self.config.seed} and step {start}, so this run "
-                 "will differ from an uninterrupted one.")
-        trainer.seed_noise(start)
-        trainer.data_position.assign(0)
-        return 0
+        state = self.trainer.run_state
+        holds = None
+        if self._restored_keys is not None:
+            holds = self._restored_keys.__contains__
+            self._adopt_checkpoint_seed(holds)
+        seed = self.config.seed
+        order = input_order.InputOrder(
+            self.config.data, self.directory, self.is_chief, self.log)
+        if not state.resume(seed, start, holds, self.log, cli.warn):
+            order.record()
+            return 0, None
+        order.check_unchanged(seed)
+        position = int(state.data_position.numpy())
+        self.log(f"Continuing the checkpoint's noise RNG and input order "
+                 f"(--seed {seed}) at batch {position} per replica.")
+        return position, order.records_per_epoch_fn()
+
+    def _adopt_checkpoint_seed(self, holds):
+        """Without --seed and config.json, the checkpoint's seed is the
+        run's: a start that lost config.json still continues the run."""
+        if self.seed_given or not holds(run_state.INPUT_SEED_KEY):
+            return
+        saved = int(self.trainer.run_state.input_seed.numpy())
+        if saved < 0 or saved == self.config.seed:
+            return
+        self.log(f"Using the checkpoint's --seed {saved} (its input "
+                 f"order's) instead of {self.config.seed}.")
+        self.config = determinism.replace_seed(self.config, saved)
+        self.trainer.config = self.config
 
     def _collective(self, fn, *args):
         # MultiWorkerMirroredStrategy's health check aborts a collective
@@ -317,7 +337,10 @@ class _Loop:
             self.log(f"Global step {start} >= --max_steps {c.max_steps}; "
                      "nothing to do.")
             return start
-        skip_steps = self._resume_run_state(start)
+        skip_steps, records_per_epoch = self._resume_run_state(start)
+        c = self.config  # the checkpoint's seed may have been adopted
+        # tf.data's shuffles combine the global seed with their own.
+        tf.random.set_seed(c.seed)
         dataset = pipeline.distributed_dataset(
             self.strategy,
             c.data,
@@ -325,6 +348,8 @@ class _Loop:
             per_replica_batch_size=c.batch_size,
             num_classes=c.model.number_classes,
             skip_steps=skip_steps,
+            records_per_epoch=records_per_epoch,
+            log=self.log,
         )
         iterator = iter(dataset)
         # The run is known to start: the flags, the checkpoint and the data

@@ -36,7 +36,13 @@ import tensorflow as tf
 
 from sagan_tf import models
 from sagan_tf.data import records
-from sagan_tf.training import checkpoints, distribute, losses, summaries
+from sagan_tf.training import (
+    checkpoints,
+    distribute,
+    losses,
+    run_state,
+    summaries,
+)
 
 POLICIES = {
     "none": "float32",
@@ -166,14 +172,7 @@ class GANTrainer:
             )
             # The run state beside the weights (see `run_state_objects`).
             # Created in the scope: each replica draws its own stream.
-            self._rng = _noise_generator(config.seed, 0)
-            self.data_position = tf.Variable(
-                0,
-                dtype=tf.int64,
-                trainable=False,
-                name="data_position",
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-            )
+            self.run_state = run_state.RunState(config.seed)
         self.g_update = self._g_update_fn
         self.d_update = self._d_update_fn
         if config.xla and distribute.is_default_strategy(strategy):
@@ -205,14 +204,14 @@ class GANTrainer:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer
 
-    def seed_noise(self, step):
-        """Seeds the z / fake-label RNG afresh; seeded runs depend on `step`.
+    @property
+    def noise_rng(self):
+        """The z / fake-label tf.random.Generator (in the checkpoint)."""
+        return self.run_state.noise_rng
 
-        The state a checkpoint restored is overwritten: only for a start
-        without `--seed`, or from a checkpoint that holds no RNG state.
-        """
-        fresh = _noise_generator(self.config.seed, step)
-        self._rng.reset(fresh.state)
+    def seed_noise(self, step):
+        """Seeds the noise RNG afresh; seeded runs depend on `step`."""
+        self.run_state.seed_noise(self.config.seed, step)
 
     def copy_generator_to_ema(self):
         """Sets every EMA weight (incl. u and BN statistics) to G's."""
@@ -328,8 +327,8 @@ class GANTrainer:
         return metrics, fake
 
     def _noise(self, batch_size):
-        z = self._rng.normal([batch_size, self.config.model.z_dim])
-        fake_labels = self._rng.uniform(
+        z = self.noise_rng.normal([batch_size, self.config.model.z_dim])
+        fake_labels = self.noise_rng.uniform(
             [batch_size],
             minval=0,
             # Unconditional (0 classes): all zeros, ignored by G and D.
@@ -382,7 +381,7 @@ class GANTrainer:
             ],
             axis=0,
         )
-        self.data_position.assign_add(self.config.d_step)
+        self.run_state.data_position.assign_add(self.config.d_step)
         step = self.step.assign_add(1)
         finite = tf.reduce_all(tf.math.is_finite(total))
         first = self.first_non_finite_step
@@ -445,16 +444,10 @@ class GANTrainer:
         return objects
 
     def run_state_objects(self):
-        """What decides the next steps besides the weights: the z / fake-label
-        RNG and the batches taken from each input pipeline.
-
-        Checkpointed beside `checkpoint_objects()`; checkpoints older than
-        these objects restore without them.
-        """
-        return {
-            NOISE_RNG_KEY: self._rng,
-            DATA_POSITION_KEY: self.data_position,
-        }
+        """What decides the next steps besides the weights (`run_state.py`):
+        checkpointed beside `checkpoint_objects()`; checkpoints older than
+        these objects restore without them."""
+        return self.run_state.objects()
 
 
 def apply_gradients(optimizer, grads, variables):
@@ -469,18 +462,6 @@ def apply_gradients(optimizer, grads, variables):
         for g in grads
     ]
     optimizer.apply_gradients(zip(dense, variables))
-
-
-NOISE_RNG_KEY = "noise_rng"
-DATA_POSITION_KEY = "data_position"
-
-
-def _noise_generator(seed, step):
-    # The seed of a start at `step` (as before the RNG was checkpointed, so
-    # that straight runs keep their numbers).
-    if seed is None:
-        return tf.random.Generator.from_non_deterministic_state()
-    return tf.random.Generator.from_seed(seed * 1_000_003 + int(step))
 
 
 _D_METRICS = ("d_loss", "d_loss_real", "d_loss_fake", "logit_real",
