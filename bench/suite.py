@@ -10,6 +10,8 @@ replica, full width; with more than one GPU visible, once more on all GPUs
 (MirroredStrategy, fp32) with the scaling efficiency against one; a
 `deterministic` training row when TrainConfig has that field; and the
 input pipeline's images/s from released records (bench/read_throughput.py).
+With --quick on a machine without GPUs, "all GPUs" mirrors over two logical
+CPU devices, so that every row runs and can be checked on any machine.
 
 `--budget_s` is split across the settings still to run; a setting that
 would overrun is reported as skipped with the reason, and a setting that
@@ -38,6 +40,7 @@ import tensorflow as tf  # noqa: E402
 import throughput  # noqa: E402
 
 from sagan_tf import config  # noqa: E402
+from sagan_tf.training import distribute  # noqa: E402
 
 _BUDGET = flags.DEFINE_float(
     "budget_s", 480.0,
@@ -94,6 +97,8 @@ SETTINGS = [
 ]
 
 _PRECISION = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
+# "all GPUs" of a --quick run on a machine without GPUs.
+_LOGICAL_CPUS = ["/cpu:0", "/cpu:1"]
 
 
 def _options(quick):
@@ -123,7 +128,8 @@ def _device(gpus):
 
 
 def _reason_not_available(s, gpus):
-    if s.all_gpus and len(gpus) < 2:
+    # --quick without GPUs mirrors over two logical CPUs instead.
+    if s.all_gpus and len(gpus) < 2 and (gpus or not _QUICK.value):
         return f"needs more than one GPU ({len(gpus)} visible)"
     fields = {f.name for f in dataclasses.fields(config.TrainConfig)}
     if s.deterministic and "deterministic" not in fields:
@@ -136,9 +142,14 @@ def _run_setting(s, options, counted, deadline):
         rate = read_throughput.measure(**_input_kwargs(_QUICK.value))
         return dict(images_per_s=rate)
     o = dataclasses.replace(options, mixed_precision=s.precision, xla=s.xla)
+    if _QUICK.value and s.name == "fp32":
+        # The smoke run also exercises throughput.py's comparisons.
+        o = dataclasses.replace(o, vs_d_two_pass=True, attention_sizes=(16,))
     strategy = None
     if s.all_gpus:
-        strategy = tf.distribute.MirroredStrategy()
+        strategy = tf.distribute.MirroredStrategy(
+            None if tf.config.list_physical_devices("GPU")
+            else _LOGICAL_CPUS)
     if s.deterministic:
         tf.config.experimental.enable_op_determinism()
         o = dataclasses.replace(o, train_overrides={"deterministic": True})
@@ -146,53 +157,81 @@ def _run_setting(s, options, counted, deadline):
                               deadline=deadline)
 
 
+# Separates the names of the settings one child runs (--quick).
+_NAMES_SEPARATOR = "|"
+
+
 def _child():
-    """Runs one setting in this process; writes its result (or error)."""
+    """Runs the settings named in --child_setting in this process, in turn;
+    after each, writes every result so far (or its error) as a JSON dict
+    name -> result."""
     counted_path, result_path = _CHILD_FILES.value.split(",")
-    deadline = time.perf_counter() + _CHILD_SECONDS.value
-    s = next(t for t in SETTINGS if t.name == _CHILD.value)
+    names = _CHILD.value.split(_NAMES_SEPARATOR)
+    settings = [t for t in SETTINGS if t.name in names]
+    if any(s.all_gpus for s in settings) and not (
+        tf.config.list_physical_devices("GPU")
+    ):
+        # Before any op initializes the devices.
+        distribute.configure_cpu_devices(len(_LOGICAL_CPUS))
     options = _options(_QUICK.value)
-    try:
-        counted = None
-        if not s.input_only:
-            if os.path.exists(counted_path):
-                with open(counted_path) as f:
-                    counted = json.load(f)
-            else:
-                print("Counting the step's FLOPs (profiler)...", flush=True)
-                counted = throughput.count_step_flops(options)
-                with open(counted_path, "w") as f:
-                    json.dump(counted, f)
-        result = dict(status="measured", **_run_setting(
-            s, options, counted, deadline))
-    except Exception as e:  # noqa: BLE001 - reported as a row
-        traceback.print_exc()
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        result = dict(status="failed", reason=f"{type(e).__name__}: {first}")
-    with open(result_path, "w") as f:
-        json.dump(result, f, default=str)
+    end = time.perf_counter() + _CHILD_SECONDS.value
+    results = {}
+    for i, s in enumerate(settings):
+        share = (end - time.perf_counter()) / (len(settings) - i)
+        deadline = time.perf_counter() + max(share, 1.0)
+        if len(settings) > 1:
+            print(f"\n== {s.name} ==", flush=True)
+        try:
+            counted = None
+            if not s.input_only:
+                if os.path.exists(counted_path):
+                    with open(counted_path) as f:
+                        counted = json.load(f)
+                else:
+                    print("Counting the step's FLOPs (profiler)...",
+                          flush=True)
+                    counted = throughput.count_step_flops(options)
+                    with open(counted_path, "w") as f:
+                        json.dump(counted, f)
+            result = dict(status="measured", **_run_setting(
+                s, options, counted, deadline))
+        except Exception as e:  # noqa: BLE001 - reported as a row
+            traceback.print_exc()
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            result = dict(status="failed",
+                          reason=f"{type(e).__name__}: {first}")
+        results[s.name] = result
+        with open(result_path, "w") as f:
+            json.dump(results, f, default=str)
 
 
-def _spawn(s, seconds, timeout, counted_path):
-    """Runs setting `s` in a child process; returns its result dict."""
+def _spawn(settings, seconds, timeout, counted_path):
+    """Runs `settings` in one child process, in turn; returns a dict
+    name -> result (a setting the process did not finish is reported as
+    skipped or failed)."""
     with tempfile.TemporaryDirectory() as temp:
         result_path = os.path.join(temp, "result.json")
         command = [
             sys.executable, os.path.abspath(__file__),
-            f"--child_setting={s.name}", f"--child_seconds={seconds}",
+            "--child_setting=" + _NAMES_SEPARATOR.join(
+                s.name for s in settings),
+            f"--child_seconds={seconds}",
             f"--child_files={counted_path},{result_path}",
             f"--quick={_QUICK.value}"]
+        missing = None
         try:
             code = subprocess.run(command, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            return dict(status="skipped", reason=(
-                f"ran past the remaining budget ({timeout:.0f} s); stopped"))
-        if not os.path.exists(result_path):
-            return dict(status="failed", reason=(
+            missing = dict(status="failed", reason=(
                 f"its process exited with code {code} (see its output "
                 "above)"))
-        with open(result_path) as f:
-            return json.load(f)
+        except subprocess.TimeoutExpired:
+            missing = dict(status="skipped", reason=(
+                f"ran past the remaining budget ({timeout:.0f} s); stopped"))
+        results = {}
+        if os.path.exists(result_path):
+            with open(result_path) as f:
+                results = json.load(f)
+        return {s.name: results.get(s.name, missing) for s in settings}
 
 
 def _fmt(value, digits=3):
@@ -219,7 +258,8 @@ def _table_row(r):
     note = r.get("note", "")
     eff = r.get("scaling_efficiency")
     if eff is not None:
-        note = f"scaling efficiency {100 * eff:.0f}% vs one GPU"
+        device = "GPU" if r.get("gpus") else "device (2 logical CPUs)"
+        note = f"scaling efficiency {100 * eff:.0f}% vs one {device}"
     return (
         f"| {r['setting']} | {r['precision']} | {r['xla']} | "
         f"{_fmt(r['images_per_s'])} | {_fmt(r['step_ms_median'])} | "
@@ -267,6 +307,16 @@ def main(argv):
                                 "flops.json")
     warmups = {}  # xla -> seconds the last setting of that kind took
     prior = _PRIOR_S["quick" if quick else "full"]
+    prerun = None
+    if quick:
+        # One process for every setting: the smoke run checks each row,
+        # not timings, and each process start costs more than a setting.
+        runnable = [t for t in SETTINGS
+                    if _reason_not_available(t, gpus) is None
+                    and (not _ONLY.value or t.name in _ONLY.value)]
+        print(f"\n== {len(runnable)} settings in one process ==",
+              flush=True)
+        prerun = _spawn(runnable, budget, budget, counted_path)
     try:
         for i, s in enumerate(SETTINGS):
             row = dict(common, setting=s.name,
@@ -280,11 +330,15 @@ def main(argv):
             reason = _reason_not_available(s, gpus)
             if _ONLY.value and s.name not in _ONLY.value:
                 reason = "not in --only"
-            elif reason is None and not s.input_only and estimate > left:
+            elif (reason is None and not s.input_only and prerun is None
+                  and estimate > left):
                 reason = (f"would overrun --budget_s: {left:.0f} s left, "
                           f"the setting needs about {estimate:.0f} s")
+            t0 = time.perf_counter()
             if reason is not None:
                 row.update(status="skipped", reason=reason)
+            elif prerun is not None:
+                result = prerun[s.name]
             else:
                 print(f"\n== {s.name} ==", flush=True)
                 runnable = [
@@ -293,7 +347,8 @@ def main(argv):
                     and (not _ONLY.value or t.name in _ONLY.value)]
                 share = left / max(len(runnable), 1)
                 t0 = time.perf_counter()
-                result = _spawn(s, share, left, counted_path)
+                result = _spawn([s], share, left, counted_path)[s.name]
+            if reason is None:
                 measured = result.get("status") == "measured"
                 # The setting's fields first: the result has its own
                 # (boolean) `xla`.

@@ -149,8 +149,12 @@ class MatmulProbe:
 
     def __init__(self, n, dtype, reps):
         self.flops, self.reps = 2.0 * n**3, reps
-        self.a = tf.Variable(tf.random.normal([n, n]), trainable=False)
-        self.b = tf.Variable(tf.random.normal([n, n]), trainable=False)
+        # Stateless draws: op determinism (--deterministic) refuses
+        # unseeded random ops.
+        self.a = tf.Variable(tf.random.stateless_normal([n, n], [1, 0]),
+                             trainable=False)
+        self.b = tf.Variable(tf.random.stateless_normal([n, n], [2, 0]),
+                             trainable=False)
 
         @tf.function(autograph=False)
         def product():
@@ -174,7 +178,8 @@ def attention_step_ms(res, channels, batch, xla, steps):
     """Median ms of one forward + backward of a fresh SelfAttention."""
     layer = layers.SelfAttention(name=f"bench_attention_{res}")
     layer.build((batch, res, res, channels))
-    x = tf.Variable(tf.random.normal([batch, res, res, channels]))
+    x = tf.Variable(tf.random.stateless_normal(
+        [batch, res, res, channels], [3, 0]))
 
     @tf.function(jit_compile=xla, autograph=False)
     def run():
@@ -395,9 +400,9 @@ def _measure(o, strategy, counted, deadline, on_gpu, model_config,
 
     rng = tf.random.Generator.from_seed(0)
     images = tf.Variable(
-        tf.random.uniform([batch, size, size, 3], -1.0, 1.0), trainable=False)
+        rng.uniform([batch, size, size, 3], -1.0, 1.0), trainable=False)
     labels = tf.Variable(
-        tf.random.uniform([batch], 0, model_config.number_classes, tf.int32),
+        rng.uniform([batch], 0, model_config.number_classes, tf.int32),
         trainable=False)
 
     def noise():
@@ -415,13 +420,14 @@ def _measure(o, strategy, counted, deadline, on_gpu, model_config,
         with strategy.scope():
             images = tf.Variable(images, trainable=False)
             labels = tf.Variable(labels, trainable=False)
+            # Created in the scope: each replica draws its own stream.
+            replica_rng = tf.random.Generator.from_seed(1)
         classes = model_config.number_classes
 
         def replica_step():
-            # Stateful ops: each replica draws its own noise.
             def noise():
-                return (tf.random.normal([batch, z_dim]),
-                        tf.random.uniform([batch], 0, classes, tf.int32))
+                return (replica_rng.normal([batch, z_dim]),
+                        replica_rng.uniform([batch], 0, classes, tf.int32))
 
             g_loss = trainer.g_update(*noise())
             metrics, _ = trainer.d_update(images, labels, *noise())
