@@ -196,6 +196,14 @@ def test_workers_resume_from_the_chiefs_choice_then_start_over_together(
         assert "Traceback" not in out
     assert "--start_over: moved the files of" in results[0][1]
     assert "moved the files" not in results[1][1]
+    for _, out, _ in results:
+        assert "CollectiveAllReduceStrategy with 2 replica(s)" in out, out
+    # Synchronous training from step 0: the same global losses.
+    steps = [re.search(r"^step 2/2 .*", out, re.M).group(0)
+             for _, out, _ in results]
+    assert len({re.sub(r"\s+\S+ img/s.*", "", line) for line in steps}) == 1
+    # Worker 1's scratch checkpoints are deleted after each save.
+    assert not [n for n in os.listdir(run_dir) if n.startswith(".worker")]
     (folder,) = [n for n in os.listdir(run_dir) if n.startswith("set_aside")]
     assert _md5(os.path.join(run_dir, folder, "ckpt-2.index")) == (
         before["ckpt-2.index"])

@@ -131,6 +131,27 @@ def test_resume_equals_straight_run_on_one_replica(
         os.path.join(straight_run, f"imagenet_{BATCH}"), resumed_run, (4,))
 
 
+def test_resume_over_changed_shards_stops_with_one_paragraph(
+    records, straight_run, tmp_path, capsys
+):
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(straight_run, resumed)
+    run_dir = os.path.join(resumed, f"imagenet_{BATCH}")
+    before = sorted(os.listdir(run_dir))
+    data_dir = str(tmp_path / "more")
+    shutil.copytree(records, data_dir)
+    fx.write_records(os.path.join(data_dir, "new"), 2, SIZE, CLASSES)
+    shutil.move(os.path.join(data_dir, "new", "train_0.tfrecords"),
+                os.path.join(data_dir, "extra.tfrecords"))
+    code, out = _main(capsys, f"--data_dir={data_dir}", "--max_steps=6",
+                      f"--checkpoint_dir={resumed}", "--deterministic")
+    assert code == 1, out
+    assert ("changed since this run started: 1 shard(s) added "
+            "(extra.tfrecords)") in out, out
+    assert "pass a --seed other than 3" in out and "Traceback" not in out
+    assert sorted(os.listdir(run_dir)) == before
+
+
 def test_two_deterministic_runs_give_identical_variables(
     records, straight_run, tmp_path, capsys
 ):
@@ -211,12 +232,19 @@ train.run()
 def test_resume_after_a_signal_equals_straight_run(
     records, straight_run, tmp_path, capsys, signal_name
 ):
+    # SIGTERM: the default run, without --seed or --deterministic: it picks
+    # a seed, records it in config.json and resumes with it; the reference
+    # is a straight run with that seed. SIGKILL: --seed 3 --deterministic,
+    # against the straight run of the module.
+    seeded = signal_name == "SIGKILL"
     checkpoint_dir = str(tmp_path / "signaled")
     args = [f"--data_dir={records}", "--max_steps=4",
-            f"--checkpoint_dir={checkpoint_dir}", "--deterministic"]
+            f"--checkpoint_dir={checkpoint_dir}"]
+    if seeded:
+        args.append("--deterministic")
     proc = subprocess.run(
         [sys.executable, "-c", _SIGNALED_AT_STEP_3.format(name=signal_name),
-         *TINY, "--seed=3", *args],
+         *TINY, *(["--seed=3"] if seeded else []), *args],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
@@ -231,48 +259,27 @@ def test_resume_after_a_signal_equals_straight_run(
         resumed_from = 2
     assert tf.train.latest_checkpoint(run_dir).endswith(
         f"ckpt-{resumed_from}"), out
-    code, out = _main(capsys, *args)
+    straight = os.path.join(straight_run, f"imagenet_{BATCH}")
+    if not seeded:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            seed = json.load(f)["seed"]
+        assert f"no --seed given; using --seed {seed}" in out, out
+        straight = str(tmp_path / "straight")
+        code, out = _main(
+            capsys, f"--data_dir={records}", "--max_steps=4",
+            f"--checkpoint_dir={straight}", f"--seed={seed}", seed=False)
+        assert code == 0, out
+        straight = os.path.join(straight, f"imagenet_{BATCH}")
+    code, out = _main(capsys, *args, seed=seeded)
     assert code == 0, out
+    if not seeded:
+        assert f"using the run's --seed {seed} (from its config.json)" in out
     assert f"resuming at global step {resumed_from}" in out, out
-    _assert_same_checkpoints(
-        os.path.join(straight_run, f"imagenet_{BATCH}"), run_dir, (4,))
+    _assert_same_checkpoints(straight, run_dir, (4,))
     assert f"at batch {resumed_from} per replica" in out, out
     epoch, offset = divmod(resumed_from * BATCH, RECORDS)
     assert (f"resuming at epoch {epoch}, skipping the {offset} record(s)"
             in out), out
-
-
-def test_run_without_seed_resumes_after_sigterm_as_its_straight_run(
-    records, tmp_path, capsys
-):
-    # No --seed, no --deterministic: the default run. It picks a seed,
-    # records it in config.json, and its resume continues it exactly.
-    checkpoint_dir = str(tmp_path / "signaled")
-    args = [f"--data_dir={records}", "--max_steps=4",
-            f"--checkpoint_dir={checkpoint_dir}"]
-    proc = subprocess.run(
-        [sys.executable, "-c", _SIGNALED_AT_STEP_3.format(name="SIGTERM"),
-         *TINY, *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    run_dir = os.path.join(checkpoint_dir, f"imagenet_{BATCH}")
-    with open(os.path.join(run_dir, "config.json")) as f:
-        seed = json.load(f)["seed"]
-    assert f"no --seed given; using --seed {seed}" in out, out
-    code, out = _main(capsys, *args, seed=False)
-    assert code == 0, out
-    assert f"using the run's --seed {seed} (from its config.json)" in out
-    assert "resuming at global step 3" in out, out
-    straight = str(tmp_path / "straight")
-    code, out = _main(
-        capsys, f"--data_dir={records}", "--max_steps=4",
-        f"--checkpoint_dir={straight}", f"--seed={seed}", seed=False)
-    assert code == 0, out
-    _assert_same_checkpoints(
-        os.path.join(straight, f"imagenet_{BATCH}"), run_dir, (4,))
 
 
 def _batches(strategy, data_config, skip_steps, count):

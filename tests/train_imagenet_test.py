@@ -235,43 +235,6 @@ def free_ports(n):
     return ports
 
 
-def test_two_workers_under_tf_config_complete_two_steps(records, tmp_path):
-    checkpoint_dir = str(tmp_path / "ck")
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    procs = []
-    for index in range(2):
-        tf_config = json.dumps({
-            "cluster": {"worker": workers},
-            "task": {"type": "worker", "index": index},
-        })
-        procs.append(subprocess.Popen(
-            _cmd(records, checkpoint_dir, "--max_steps=2",
-                 "--log_every_steps=1", "--generator_type=baseline",
-                 "--discriminator_type=baseline"),
-            cwd=ROOT, env=_env(TF_CONFIG=tf_config),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        ))
-    outs = []
-    try:
-        for proc in procs:
-            outs.append(proc.communicate(timeout=TIMEOUT)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, out in zip(procs, outs):
-        assert proc.returncode == 0, out
-        assert "CollectiveAllReduceStrategy with 2 replica(s)" in out, out
-    # Synchronous training: both workers see the same global losses.
-    lines = [re.search(r"^step 2/2 .*", out, re.M).group(0) for out in outs]
-    strip = [re.sub(r"\s+\S+ img/s.*", "", line) for line in lines]
-    assert strip[0] == strip[1]
-    run_dir = _run_dir(checkpoint_dir)
-    assert _ckpt_step(tf.train.latest_checkpoint(run_dir)) == 2
-    # Worker 1's scratch checkpoints are deleted after each save.
-    assert not [n for n in os.listdir(run_dir) if n.startswith(".worker")]
-
-
 def _parse(*argv):
     fv = flags.FlagValues()
     train_command.define_flags(fv)
