@@ -193,6 +193,17 @@ class TrainConfig:
     # Seconds a transient storage error (Unavailable, DeadlineExceeded,
     # Aborted, Internal) is retried, with backoff, before the run stops.
     storage_retry_secs: float = 300.0
+    # Augmentation of every image D sees (off, as released). DiffAugment
+    # (Zhao et al. 2020): a comma-separated subset of color, translation,
+    # cutout; "" = off.
+    diffaugment: str = ""
+    # ADA (Karras et al. 2020): the target of E[sign(D(real))] that the
+    # augmentation probability p is adjusted towards (stylegan2-ada: 0.6);
+    # 0 = off.
+    ada_target: float = 0.0
+    # Real images over which ADA's p can move by 1 (stylegan2-ada's
+    # ada_kimg = 500).
+    ada_speed_images: int = 500_000
 
 
 @dataclasses.dataclass(frozen=True)

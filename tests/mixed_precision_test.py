@@ -49,6 +49,13 @@ _EPS = {
     "bf16": 2.0**-7,
     "fp16": np.finfo(np.float16).eps,
 }
+# XLA's Adam slots of the gathered tables against the non-XLA run's
+# gradients, norm-wise: the tables' gradients cancel (sums of B x H x W
+# terms much larger than the result), so the order of summation shows; on
+# an AVX2 CPU with two test processes sharing its cores it reached 6.2e-4
+# relative (Eigen splits reductions by the threads it gets). 2e-3 is still
+# 50 times below the 10 % by which squaring the slices would change v.
+_XLA_SLOT_TOL = 2e-3
 # D's bias gradients at this size overflow float16 at the default 2^15
 # (sums over B x H x W). LossScaleOptimizer halves and skips until they fit
 # (test_fp16_inf_gradient_halves_the_scale_and_skips_the_step); the
@@ -204,7 +211,7 @@ def _check_slots_near(t, optimizer, variables, before, grads):
     """
     del before
     b1, b2 = t.config.beta1, t.config.adam_beta2
-    tol = _TOL_ULPS["xla"] * _EPS["none"]
+    tol = _XLA_SLOT_TOL
     tables, err, norm = 0, np.zeros(2), np.zeros(2)
     for v, g in zip(variables, grads):
         if not _is_table(v):

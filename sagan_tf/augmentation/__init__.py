@@ -13,6 +13,8 @@ images [B, H, W, C] in [-1, 1]:
                   `adjust_p`, the update of its probability p
   resample.py     bilinear, reflect-padded resampling through 3×3 inverse
                   matrices (ADA's geometric transforms)
+  augmenter.py    `Augmenter`: what the trainer applies to D's inputs
+                  (--diffaugment or --ada_target), ADA's checkpointed p
 """
 
 from sagan_tf.augmentation import ada, diffaugment

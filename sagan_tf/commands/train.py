@@ -160,7 +160,10 @@ def define_flags(fv=flags.FLAGS):
         flag_values=fv)
     flags.DEFINE_integer(
         "seed", _T.seed,
-        "Seed of weights, noise and input shuffling; unset = nondeterministic.",
+        "Seed of the weights, the noise, the augmentations and the input "
+        "order. Unset: one is picked, printed and recorded in config.json; "
+        "a resume takes the run's. Another value on a resumed run starts "
+        "a new input order and noise (the weights continue).",
         flag_values=fv)
     flags.DEFINE_integer(
         "num_cpu_devices", _T.num_cpu_devices,
@@ -222,6 +225,25 @@ def define_flags(fv=flags.FLAGS):
         "checkpoints are read; then the run stops, moving nothing. Only "
         "damage (checksum, truncated or missing file) sets a checkpoint "
         "aside.",
+        flag_values=fv)
+    flags.DEFINE_string(
+        "diffaugment", _T.diffaugment,
+        "DiffAugment (Zhao et al. 2020) of every image D sees, real and "
+        "generated, in both updates: a comma-separated subset of color, "
+        "translation, cutout (e.g. color,translation,cutout); empty = off, "
+        "as released. For small datasets.",
+        flag_values=fv)
+    flags.DEFINE_float(
+        "ada_target", _T.ada_target,
+        "Adaptive augmentation (ADA, Karras et al. 2020) of every image D "
+        "sees: its probability p rises while E[sign(D(real))] is above this "
+        "target and falls below it (stylegan2-ada: 0.6); 0 = off, as "
+        "released. Not with --diffaugment.",
+        flag_values=fv)
+    flags.DEFINE_integer(
+        "ada_speed_images", _T.ada_speed_images,
+        "--ada_target: real images over which p can move from 0 to 1 "
+        "(stylegan2-ada's ada_kimg 500 = 500000); lower for short runs.",
         flag_values=fv)
     cli.define_debug_flag(fv)
 

@@ -3,6 +3,8 @@
   pipeline.py        `build_dataset` / `distributed_dataset`: shuffled,
                      batched (images in [-1, 1], labels) per replica, from
                      released shards, JPEG shards or TFDS; `clear_errors`
+  epochs.py          the input order epoch by epoch, from (seed, epoch):
+                     where a resume starts, shard record counts
   records.py         the shard formats: finding shards, parsing records,
                      first-record checks
   errors.py          `DataError` and readable messages for bad data found

@@ -5,6 +5,12 @@
                        signals)
   updates.py           `GANTrainer`: G, D, both Adam optimizers and the
                        released G and D updates as tf.functions
+  config_checks.py     `validate_config`: a bad TrainConfig value names its
+                       flag
+  run_state.py         the noise RNG, input position and input seed kept
+                       in every checkpoint, and how a resume goes on
+  input_order.py       data_files.json: the shards a run's input order is
+                       defined over, checked at each resume
   losses.py            hinge and KL losses
   distribute.py        which tf.distribute strategy, and who is chief
   checkpoints.py       `CheckpointKeeper` (save, restore with fallback) and

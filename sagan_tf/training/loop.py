@@ -411,9 +411,13 @@ class _Loop:
                 self._write_summaries(step, values, real, fake, summary_rate)
             if log_due:
                 steps_per_sec, images_per_sec = progress.rates(step)
-                self.log(summaries.progress_line(
+                line = summaries.progress_line(
                     step, c.max_steps, _floats(values), images_per_sec,
-                    steps_per_sec))
+                    steps_per_sec)
+                ada = trainer.augmenter.scalars()
+                if ada:
+                    line += f"  ada p {ada['ada/p']:.3f} rt {ada['ada/rt']:.2f}"
+                self.log(line)
             if save_due:
                 self._save(step)
                 saved_step, last_save_time = step, time.monotonic()

@@ -29,13 +29,11 @@ row, so this is its update exactly.
 signals).
 """
 
-import math
-
 import keras
 import tensorflow as tf
 
 from sagan_tf import models
-from sagan_tf.data import records
+from sagan_tf.augmentation import augmenter as augmenter_lib
 from sagan_tf.training import (
     checkpoints,
     distribute,
@@ -43,85 +41,9 @@ from sagan_tf.training import (
     run_state,
     summaries,
 )
+from sagan_tf.training.config_checks import POLICIES, validate_config
 
-POLICIES = {
-    "none": "float32",
-    "bf16": "mixed_bfloat16",
-    "fp16": "mixed_float16",
-}
-
-
-def validate_config(config):
-    """Checks a TrainConfig; raises ValueError naming the offending flag."""
-
-    def need(ok, flag, value, rule):
-        if not ok:
-            raise ValueError(f"--{flag}={value!r}: {rule}")
-
-    c = config
-    for flag in ("batch_size", "d_step", "g_step", "max_steps"):
-        need(getattr(c, flag) >= 1, flag, getattr(c, flag), "must be >= 1")
-    for flag in (
-        "save_summaries_steps",
-        "keep_checkpoints",
-        "log_every_steps",
-    ):
-        need(getattr(c, flag) >= 1, flag, getattr(c, flag), "must be >= 1")
-    for flag in ("save_checkpoint_secs", "save_checkpoint_steps"):
-        need(getattr(c, flag) >= 0, flag, getattr(c, flag), "must be >= 0")
-    need(
-        c.save_checkpoint_secs > 0 or c.save_checkpoint_steps > 0,
-        "save_checkpoint_secs",
-        c.save_checkpoint_secs,
-        "must be > 0 unless --save_checkpoint_steps is set",
-    )
-    for flag in ("discriminator_learning_rate", "generator_learning_rate"):
-        value = getattr(c, flag)
-        need(
-            math.isfinite(value) and value > 0, flag, value, "must be > 0"
-        )
-    need(0.0 <= c.beta1 < 1.0, "beta1", c.beta1, "must be in [0, 1)")
-    need(
-        0.0 <= c.adam_beta2 < 1.0,
-        "adam_beta2",
-        c.adam_beta2,
-        "must be in [0, 1)",
-    )
-    need(c.adam_epsilon > 0, "adam_epsilon", c.adam_epsilon, "must be > 0")
-    need(
-        0.0 <= c.ema_decay < 1.0, "ema_decay", c.ema_decay, "must be in [0, 1)"
-    )
-    need(
-        c.mixed_precision in POLICIES,
-        "mixed_precision",
-        c.mixed_precision,
-        f"must be one of {sorted(POLICIES)}",
-    )
-    need(c.num_cpu_devices >= 0, "num_cpu_devices", c.num_cpu_devices,
-         "must be >= 0")
-    need(c.inject_nan_at_step >= 0, "inject_nan_at_step",
-         c.inject_nan_at_step, "must be >= 0")
-    need(c.loss_type in ("hinge_loss", "kl_loss"), "loss_type", c.loss_type,
-         "must be 'hinge_loss' or 'kl_loss'")
-    need(c.data.data_format in records.DATA_FORMATS, "data_format",
-         c.data.data_format, f"must be one of {records.DATA_FORMATS}")
-    need(c.data.shuffle_buffer_size >= 0, "shuffle_buffer_size",
-         c.data.shuffle_buffer_size, "must be >= 0")
-    m = c.model
-    need(m.image_size in (32, 64, 128, 256), "image_size", m.image_size,
-         "must be 32, 64, 128 or 256")
-    for flag in ("z_dim", "gf_dim", "df_dim", "attention_resolution"):
-        need(getattr(m, flag) >= 1, flag, getattr(m, flag), "must be >= 1")
-    need(m.number_classes >= 0, "number_classes", m.number_classes,
-         "must be >= 0 (0 trains an unconditional model)")
-    for flag in ("generator_type", "discriminator_type"):
-        need(
-            getattr(m, flag) in ("test", "baseline"),
-            flag,
-            getattr(m, flag),
-            "must be 'test' (self-attention) or 'baseline'",
-        )
-
+__all__ = ["POLICIES", "GANTrainer", "apply_gradients", "validate_config"]
 
 class GANTrainer:
     """G, D, their optimizers, the optional EMA of G, and the step functions.
@@ -173,6 +95,7 @@ class GANTrainer:
             # The run state beside the weights (see `run_state_objects`).
             # Created in the scope: each replica draws its own stream.
             self.run_state = run_state.RunState(config.seed)
+            self.augmenter = augmenter_lib.Augmenter(config)
         self.g_update = self._g_update_fn
         self.d_update = self._d_update_fn
         if config.xla and distribute.is_default_strategy(strategy):
@@ -229,12 +152,13 @@ class GANTrainer:
 
     # ----------------------------------------------------- replica updates
 
-    def _g_grads_fn(self, z, fake_labels):
+    def _g_grads_fn(self, z, fake_labels, augment):
         with tf.GradientTape() as tape:
             fake = self.generator(z, fake_labels, training=True)
             # Released "NO_OPS" pass: D's u is not written.
             fake_logits = self.discriminator(
-                fake, fake_labels, training=True, update_sn=False
+                self.augmenter.apply(fake, augment), fake_labels,
+                training=True, update_sn=False,
             )
             g_loss = tf.nn.compute_average_loss(
                 self.loss_fns.generator(fake_logits),
@@ -244,25 +168,34 @@ class GANTrainer:
         variables = self.generator.trainable_variables
         return g_loss, tape.gradient(scaled, variables)
 
-    def _g_update_fn(self, z, fake_labels):
+    def _g_update_fn(self, z, fake_labels, augment=None):
         """One G update on this replica's inputs; returns its g_loss share.
 
         Args:
           z: float32 [B, z_dim]; fake_labels: int32 [B].
+          augment: the augmentation parameters of the B generated images D
+            scores (`Augmenter.sample`); None or {} = none.
         """
-        g_loss, grads = self._g_grads_fn(z, fake_labels)
+        g_loss, grads = self._g_grads_fn(z, fake_labels, augment or {})
         apply_gradients(
             self.g_optimizer, grads, self.generator.trainable_variables
         )
         return g_loss
 
-    def _d_logits(self, images, labels, fake, fake_labels):
+    def _d_logits(self, images, labels, fake, fake_labels, augment):
         """D's logits on real and generated images, as the released D update.
 
         Both passes use sigma from the stored u and u is written once.
+        `augment`: parameters for the 2B images, real then generated.
         Returns (real_logits [B], fake_logits [B]).
         """
         d = self.discriminator
+        if self.augmenter.enabled:
+            both = self.augmenter.apply(
+                tf.concat([images, tf.cast(fake, images.dtype)], axis=0),
+                augment,
+            )  # [2B]: real, then generated
+            images, fake = tf.split(both, 2, axis=0)
         if self.config.d_two_pass:
             # Fake pass first: it must read u before the real pass writes
             # it (automatic control dependencies keep this program order).
@@ -278,13 +211,13 @@ class GANTrainer:
         real_logits, fake_logits = tf.split(logits, 2, axis=0)
         return real_logits, fake_logits
 
-    def _d_grads_fn(self, images, labels, z, fake_labels):
+    def _d_grads_fn(self, images, labels, z, fake_labels, augment=None):
         # G in training mode (batch moments, moving averages and u advance)
         # but outside the tape: D's update does not differentiate G.
         fake = self.generator(z, fake_labels, training=True)
         with tf.GradientTape() as tape:
             real_logits, fake_logits = self._d_logits(
-                images, labels, fake, fake_labels
+                images, labels, fake, fake_labels, augment
             )
             loss_real, loss_fake = self.loss_fns.discriminator(
                 real_logits, fake_logits
@@ -300,31 +233,37 @@ class GANTrainer:
             scaled = self.d_optimizer.scale_loss(d_loss)
         grads = tape.gradient(scaled, self.discriminator.trainable_variables)
         # Shares of global means: summing over replicas gives the mean.
-        metrics = tf.stack(
-            [
-                d_loss,
-                d_loss_real,
-                d_loss_fake,
-                tf.reduce_sum(real_logits) / gb,
-                tf.reduce_sum(fake_logits) / gb,
-            ]
-        )
-        return metrics, grads, fake
+        shares = [
+            d_loss,
+            d_loss_real,
+            d_loss_fake,
+            tf.reduce_sum(real_logits) / gb,
+            tf.reduce_sum(fake_logits) / gb,
+        ]
+        if self.augmenter.ada is not None:
+            # ADA's overfitting heuristic: E[sign(D(augmented real))].
+            shares.append(tf.reduce_sum(
+                tf.sign(tf.cast(real_logits, tf.float32))) / gb)
+        return tf.stack(shares), grads, fake
 
-    def _d_update_fn(self, images, labels, z, fake_labels):
+    def _d_update_fn(self, images, labels, z, fake_labels, augment=None):
         """One D update on this replica's inputs.
 
         Args:
           images: float32 [B, S, S, 3] in [-1, 1]; labels: int [B];
           z: float32 [B, z_dim]; fake_labels: int32 [B].
+          augment: augmentation parameters of the 2B images D sees, real
+            then generated (`Augmenter.sample`); None or {} = none.
 
         Returns:
           (metrics float32 [5]: this replica's shares of d_loss, d_loss_real,
-          d_loss_fake, logit_real, logit_fake; generated images [B, S, S, 3]).
+          d_loss_fake, logit_real, logit_fake, and with ADA a sixth, of
+          mean sign(D(real)); the generated images [B, S, S, 3], not
+          augmented).
         """
         labels = tf.cast(labels, tf.int32)
         metrics, grads, fake = self._d_grads_fn(
-            images, labels, z, fake_labels
+            images, labels, z, fake_labels, augment or {}
         )
         apply_gradients(
             self.d_optimizer, grads, self.discriminator.trainable_variables
@@ -343,11 +282,18 @@ class GANTrainer:
         return z, fake_labels
 
     def _g_update_random(self):
-        return self.g_update(*self._noise(self.config.batch_size))
+        batch = self.config.batch_size
+        z, fake_labels = self._noise(batch)
+        # Drawn here, outside a compiled update, from the checkpointed RNG.
+        augment = self.augmenter.sample(self.noise_rng, batch)
+        return self.g_update(z, fake_labels, augment)
 
     def _d_update_random(self, images, labels):
-        z, fake_labels = self._noise(self.config.batch_size)
-        metrics, fake = self.d_update(images, labels, z, fake_labels)
+        batch = self.config.batch_size
+        z, fake_labels = self._noise(batch)
+        augment = self.augmenter.sample(self.noise_rng, 2 * batch)
+        metrics, fake = self.d_update(images, labels, z, fake_labels,
+                                      augment)
         return metrics, images, fake
 
     # ------------------------------------------------------ global step
@@ -371,18 +317,24 @@ class GANTrainer:
             g_loss = s.run(self._g_update_random)
             if self.ema_generator is not None:
                 self.update_ema()
+        signs = 0.0
         for _ in range(self.config.d_step):
             images, labels = next(iterator)
             metrics, real, fake = s.run(
                 self._d_update_random, args=(images, labels)
             )
+            metrics = s.reduce(tf.distribute.ReduceOp.SUM, metrics, axis=None)
+            if self.augmenter.ada is not None:
+                signs += metrics[-1]
+        self.augmenter.observe(signs, self.config.d_step,
+                               self.global_batch_size)
         total = tf.concat(
             [
                 tf.reshape(
                     s.reduce(tf.distribute.ReduceOp.SUM, g_loss, axis=None),
                     [1],
                 ),
-                s.reduce(tf.distribute.ReduceOp.SUM, metrics, axis=None),
+                metrics,
             ],
             axis=0,
         )
@@ -430,6 +382,7 @@ class GANTrainer:
         values = {
             "d_learning_rate": _to_float(self.d_optimizer.learning_rate),
             "g_learning_rate": _to_float(self.g_optimizer.learning_rate),
+            **self.augmenter.scalars(),
         }
         for model in (self.generator, self.discriminator):
             for layer in model.attention_layers:
@@ -452,7 +405,8 @@ class GANTrainer:
         """What decides the next steps besides the weights (`run_state.py`):
         checkpointed beside `checkpoint_objects()`; checkpoints older than
         these objects restore without them."""
-        return self.run_state.objects()
+        return {**self.run_state.objects(),
+                **self.augmenter.checkpoint_objects()}
 
 
 def apply_gradients(optimizer, grads, variables):
