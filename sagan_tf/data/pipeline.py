@@ -231,6 +231,11 @@ def build_dataset(config, *, image_size, batch_size, num_classes,
         seeds = epochs.epoch_seeds(seed, epoch)
         dataset = source(seeds)
         if buffer > 1:
+            # This epoch's seed alone: tf.data would pair it with the
+            # global seed of the graph it is traced in (tf.random.set_seed),
+            # and a global seed of 0 makes TF compare this tensor with 0 in
+            # Python, which fails in a traced function (--seed 0 crashed).
+            tf.compat.v1.get_default_graph().seed = None
             dataset = dataset.shuffle(buffer, seed=seeds[2])
         # (flip seed, place in the epoch, *raw element)
         return dataset.enumerate().map(
