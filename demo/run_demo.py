@@ -38,11 +38,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+# demo/digits_classifier.py and seeds.py, beside this file (sys.path[0]
+# when run).
+import seeds  # noqa: E402
+from digits_classifier import (  # noqa: E402, F401
+    NUM_CLASSES,
+    build_classifier,
+    class_accuracy,
+    read_shards,
+    train_classifier,
+)
+
 # Imports TensorFlow with its start-up lines filtered; the commands this
 # runs as subprocesses inherit the log level and filter the same lines.
 from sagan_tf import cli  # noqa: E402
 
-NUM_CLASSES = 10
 # Samples --mode sample writes to samples.npz; the class accuracy is
 # measured on them.
 NPZ_SAMPLES = 1000
@@ -98,6 +108,23 @@ flags.DEFINE_list("seeds", [],
 flags.DEFINE_boolean("compare_baseline", False,
                      "With --seeds: also run the no-attention baseline on "
                      "each seed.")
+flags.DEFINE_integer("subset", 0,
+                     "Train on this many digits per class (drawn with "
+                     "--data_seed), 0 = all 1,797 (about 180 per class). "
+                     "The classifier and the evaluation's real images stay "
+                     "all the digits, so memorizing the subset scores as "
+                     "poorly as it generalizes.", lower_bound=0)
+flags.DEFINE_string("diffaugment", "",
+                    "Passed to train_imagenet.py --diffaugment (e.g. "
+                    "color,translation,cutout); empty = off.")
+flags.DEFINE_float("ada_target", 0.0,
+                   "Passed to train_imagenet.py --ada_target (e.g. 0.6); "
+                   "0 = off.")
+flags.DEFINE_boolean("study", False,
+                     "With --seeds: run each seed three times, without "
+                     "augmentation, with --diffaugment color,translation,"
+                     "cutout and with --ada_target 0.6, and tabulate them "
+                     "(the augmentation study of demo/README.md).")
 flags.DEFINE_boolean("unconditional", False,
                      "Instead: the same digits, unlabeled (converted with "
                      "--unlabeled), trained as an unconditional SAGAN "
@@ -134,8 +161,14 @@ def clear_output(out):
 # 1. Images ---------------------------------------------------------------
 
 
-def write_digit_folders(folder):
+def write_digit_folders(folder, subset=0, seed=0):
     """Writes the digits as <folder>/<digit>/<index>.png (8x8 grayscale).
+
+    Args:
+        folder: where the class folders go.
+        subset: if > 0, only this many digits per class, drawn without
+            replacement by a generator seeded with `seed`.
+        seed: see `subset`.
 
     Returns:
         Number of images written.
@@ -148,131 +181,21 @@ def write_digit_folders(folder):
     pixels = np.round(
         digits.images * (255.0 / DIGITS_MAX_VALUE)
     ).astype(np.uint8)
-    for index, (image, label) in enumerate(zip(pixels, digits.target)):
+    keep = np.arange(len(pixels))
+    if subset:
+        rng = np.random.default_rng(seed)
+        keep = np.sort(np.concatenate([
+            rng.permutation(np.flatnonzero(digits.target == c))[:subset]
+            for c in range(NUM_CLASSES)
+        ]))
+    for index in keep:
+        image, label = pixels[index], digits.target[index]
         class_dir = os.path.join(folder, str(int(label)))
         os.makedirs(class_dir, exist_ok=True)
         Image.fromarray(image, mode="L").save(
             os.path.join(class_dir, f"{index:04d}.png")
         )
-    return len(pixels)
-
-
-# 3. Stand-in classifier --------------------------------------------------
-
-
-def read_shards(data_dir, image_size):
-    """All converted images: float32 [N, S, S, 3] in [-1, 1], int labels."""
-    import numpy as np
-    import tensorflow as tf
-
-    files = sorted(tf.io.gfile.glob(os.path.join(data_dir, "*.tfrecords")))
-    spec = {
-        "image_raw": tf.io.FixedLenFeature([], tf.string),
-        "label": tf.io.FixedLenFeature([], tf.int64),
-    }
-    images, labels = [], []
-    for batch in tf.data.TFRecordDataset(files).batch(1024):
-        example = tf.io.parse_example(batch, spec)
-        pixels = tf.io.decode_raw(example["image_raw"], tf.uint8).numpy()
-        # [B, S*S*3] -> [B, S, S, 3]
-        images.append(pixels.reshape(-1, image_size, image_size, 3))
-        labels.append(example["label"].numpy())
-    images = np.concatenate(images).astype(np.float32) / 127.5 - 1.0
-    return images, np.concatenate(labels).astype(np.int32)
-
-
-def build_classifier(image_size):
-    """A small CNN as a tf.Module: images -> (pool features, logits).
-
-    Images of any size are resized to `image_size` first, so the module
-    also works when the evaluator feeds another size.
-    """
-    import keras
-    import tensorflow as tf
-
-    class DigitClassifier(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.image_size = image_size
-            # [B, S, S, 3] -> [B, 128] pool features.
-            self.trunk = keras.Sequential([
-                keras.Input((image_size, image_size, 3)),
-                keras.layers.Conv2D(32, 3, padding="same",
-                                    activation="relu"),
-                keras.layers.MaxPooling2D(),  # S/2
-                keras.layers.Conv2D(64, 3, padding="same",
-                                    activation="relu"),
-                keras.layers.MaxPooling2D(),  # S/4
-                keras.layers.Conv2D(128, 3, padding="same",
-                                    activation="relu"),
-                keras.layers.GlobalAveragePooling2D(),
-            ])
-            self.head = keras.Sequential([
-                keras.Input((128,)),
-                keras.layers.Dropout(0.3),
-                keras.layers.Dense(NUM_CLASSES),
-            ])
-
-        def __call__(self, images, training=False):
-            images = tf.image.resize(
-                images, [self.image_size, self.image_size]
-            )
-            pool = self.trunk(images, training=training)
-            return pool, self.head(pool, training=training)
-
-    return DigitClassifier()
-
-
-def train_classifier(images, labels, image_size, epochs, seed):
-    """Trains the stand-in classifier; returns (module, held-out accuracy).
-
-    A fifth of the digits is held out to measure the accuracy of the very
-    classifier the evaluation then uses.
-    """
-    import keras
-    import numpy as np
-
-    keras.utils.set_random_seed(seed)
-    order = np.random.default_rng(seed).permutation(len(images))
-    held, fit = order[: len(order) // 5], order[len(order) // 5:]
-    classifier = build_classifier(image_size)
-    model = keras.Sequential([classifier.trunk, classifier.head])
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(images[fit], labels[fit], batch_size=64, epochs=epochs,
-              verbose=0)
-    _, accuracy = model.evaluate(images[held], labels[held], verbose=0)
-    return classifier, float(accuracy)
-
-
-def class_accuracy(classifier_dir, samples_path, image_size):
-    """Per conditioned class: share of samples the classifier gives that class.
-
-    Returns:
-        ({class: accuracy}, overall accuracy, samples per class).
-    """
-    import numpy as np
-
-    from sagan_tf.evaluation import inception
-
-    classifier = inception.load_classifier(classifier_dir, image_size)
-    with np.load(samples_path) as npz:
-        images, labels = npz["images"], npz["labels"]
-    _, logits = classifier(images.astype(np.float32) / 127.5 - 1.0)
-    predicted = np.argmax(logits.numpy(), axis=1)
-    per_class, counts = {}, {}
-    for c in range(NUM_CLASSES):
-        mask = labels == c
-        counts[c] = int(mask.sum())
-        hits = predicted[mask] == c
-        per_class[c] = float(np.mean(hits)) if counts[c] else 0.0
-    return per_class, float(np.mean(predicted == labels)), counts
-
-
-# The pipeline ------------------------------------------------------------
+    return len(keep)
 
 
 def read_result(results_path, standing_stats_batches):
@@ -314,6 +237,7 @@ def _evaluate(name, eval_flags, root, sample_dir, classifier_dir,
         "--num_evals=1", "--eval_interval_secs=1",
         f"--eval_sample_size={FLAGS.eval_sample_size}",
         f"--kid_sample_size={FLAGS.eval_sample_size}",
+        f"--prdc_sample_size={FLAGS.eval_sample_size}",
         "--shuffle_buffer_size=2000",
     ])
     _run(["eval_imagenet.py"] + flags_here + [
@@ -325,7 +249,9 @@ def _evaluate(name, eval_flags, root, sample_dir, classifier_dir,
         root, "eval", f"imagenet_{FLAGS.batch_size}", "results.jsonl"
     )
     result = read_result(results, standing_stats_batches)
-    figures = {k: result[k] for k in ("step", "fid", "incscore", "kid")
+    figures = {k: result[k] for k in ("step", "fid", "incscore", "kid",
+                                      "precision", "recall", "density",
+                                      "coverage")
                if k in result}
     per_class, overall, counts = class_accuracy(
         classifier_dir, os.path.join(sample_dir, "samples.npz"),
@@ -335,6 +261,8 @@ def _evaluate(name, eval_flags, root, sample_dir, classifier_dir,
     figures["generated_accuracy_per_class"] = per_class
     figures["samples_per_class"] = counts
     print(f"{name}: FID {figures['fid']:.2f}, IS {figures['incscore']:.2f}, "
+          f"KID {figures['kid']:.3f}, recall {figures['recall']:.3f}, "
+          f"coverage {figures['coverage']:.3f}, "
           f"accuracy on generated digits {overall:.3f}", flush=True)
     return figures
 
@@ -349,10 +277,8 @@ def main(argv):
         if not all(s.strip().lstrip("-").isdigit() for s in FLAGS.seeds):
             raise SystemExit(f"run_demo.py: --seeds={','.join(FLAGS.seeds)}"
                              ": give integers, e.g. --seeds 0,1,2")
-        import seeds  # demo/seeds.py, beside this file
-
         seeds.run_seeds([s.strip() for s in FLAGS.seeds],
-                        FLAGS.compare_baseline,
+                        seeds.settings(FLAGS.compare_baseline, FLAGS.study),
                         os.path.abspath(FLAGS.out_dir), FLAGS,
                         sys.modules[__name__])
         return
@@ -377,23 +303,37 @@ def main(argv):
         print(f"[{name}: {times[name]:.1f} s]", flush=True)
         return value
 
+    # The classifier and the evaluation always see all the digits.
+    all_data_dir = data_dir
     _stage("1/6 Writing scikit-learn's digits as class folders of PNGs")
     count = timed("write_images", lambda: write_digit_folders(folders))
     print(f"Wrote {count} images to {folders}/0 .. 9", flush=True)
+    if FLAGS.subset:
+        subset_folders = os.path.join(out, "digits_subset")
+        count = write_digit_folders(subset_folders, FLAGS.subset,
+                                    FLAGS.data_seed)
+        print(f"Training subset: {count} images ({FLAGS.subset} per "
+              f"class) in {subset_folders}", flush=True)
+    figures["training_images"] = count
 
     _stage("2/6 Converting them with data/convert_imagenet.py")
-    timed("convert", lambda: _run([
-        "data/convert_imagenet.py", f"--input_dir={folders}",
-        f"--output_dir={data_dir}", f"--image_size={size}",
-        "--num_shards=4", f"--seed={FLAGS.data_seed}",
-    ]))
+
+    def convert(input_dir, output_dir):
+        _run(["data/convert_imagenet.py", f"--input_dir={input_dir}",
+              f"--output_dir={output_dir}", f"--image_size={size}",
+              "--num_shards=4", f"--seed={FLAGS.data_seed}"])
+
+    timed("convert", lambda: convert(folders, all_data_dir))
+    if FLAGS.subset:
+        data_dir = os.path.join(out, "data_subset")
+        convert(subset_folders, data_dir)
 
     _stage("3/6 Training the stand-in classifier (Inception's place)")
 
     def classifier_stage():
         from sagan_tf.evaluation import inception
 
-        images, labels = read_shards(data_dir, size)
+        images, labels = read_shards(all_data_dir, size)
         classifier, accuracy = train_classifier(
             images, labels, size, FLAGS.classifier_epochs, FLAGS.data_seed
         )
@@ -413,10 +353,15 @@ def main(argv):
         f"--generator_type={network}",
         f"--image_size={size}", f"--gf_dim={FLAGS.gf_dim}",
         f"--attention_resolution={FLAGS.attention_resolution}",
-        f"--batch_size={FLAGS.batch_size}", f"--data_dir={data_dir}",
+        f"--batch_size={FLAGS.batch_size}",
     ]
-    train_args = ["train_imagenet.py"] + model_flags + [
-        f"--checkpoint_dir={checkpoint_dir}",
+    augment_flags = []
+    if FLAGS.diffaugment:
+        augment_flags.append(f"--diffaugment={FLAGS.diffaugment}")
+    if FLAGS.ada_target:
+        augment_flags.append(f"--ada_target={FLAGS.ada_target}")
+    train_args = ["train_imagenet.py"] + model_flags + augment_flags + [
+        f"--data_dir={data_dir}", f"--checkpoint_dir={checkpoint_dir}",
         f"--number_classes={NUM_CLASSES}", f"--df_dim={FLAGS.df_dim}",
         f"--discriminator_type={network}",
         f"--generator_learning_rate={FLAGS.generator_learning_rate}",
@@ -432,7 +377,7 @@ def main(argv):
 
     _stage("5/6 Scoring with eval_imagenet.py and sampling")
     eval_flags = model_flags + [
-        f"--num_classes={NUM_CLASSES}",
+        f"--data_dir={all_data_dir}", f"--num_classes={NUM_CLASSES}",
         f"--inception_path={classifier_dir}",
         f"--classifier_image_size={size}", f"--seed={FLAGS.seed}",
     ]
@@ -462,9 +407,11 @@ def main(argv):
         "train_command": "python " + " ".join(train_args),
         "grid": grid,
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "machine": seeds.machine(),
     }
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    print(f"Machine: {summary['machine']}")
     print(f"Training: {FLAGS.max_steps} steps of batch {FLAGS.batch_size} "
           f"in {times['train']:.0f} s (incl. start-up); load average "
           f"{summary['load_average_1min_at_end']} on {os.cpu_count()} CPUs")
@@ -474,7 +421,9 @@ def main(argv):
                       ("standing_stats", "standing BN statistics")):
         f = figures[key]
         print(f"  {name:24s} FID {f['fid']:7.2f}  IS {f['incscore']:5.2f}  "
-              f"accuracy on generated digits {f['generated_accuracy']:.3f}")
+              f"KID {f['kid']:.3f}  recall {f['recall']:.3f}  coverage "
+              f"{f['coverage']:.3f}  accuracy on generated digits "
+              f"{f['generated_accuracy']:.3f}")
     standing = figures["standing_stats"]
     print("Accuracy per conditioned class (standing BN statistics):")
     print("  " + "  ".join(

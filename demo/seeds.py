@@ -1,6 +1,7 @@
-"""`python demo/run_demo.py --seeds 0,1,2 [--compare_baseline]`: the whole
-demo once per seed, and a table of every seed's FID, IS and class accuracy
-with each network's mean and spread (<out_dir>/seeds.json, seeds.md).
+"""`python demo/run_demo.py --seeds 0,1,2 [--compare_baseline | --study]`:
+the whole demo once per seed and setting, and a table of every run's FID,
+IS, KID, recall, coverage and class accuracy with each setting's mean and
+spread (<out_dir>/seeds.json, seeds.md).
 """
 
 import json
@@ -9,8 +10,47 @@ import time
 
 # Figures of the table: (summary key, column title), from the standing-
 # statistics evaluation (the demo's headline figures).
-TABLE_FIGURES = (("fid", "FID"), ("incscore", "IS"),
+TABLE_FIGURES = (("fid", "FID"), ("incscore", "IS"), ("kid", "KID"),
+                 ("recall", "recall"), ("coverage", "coverage"),
                  ("generated_accuracy", "class accuracy"))
+
+# The augmentation study's settings (--study): name and train flags.
+STUDY = (
+    ("none", []),
+    ("diffaugment", ["--diffaugment=color,translation,cutout"]),
+    ("ada", ["--ada_target=0.6"]),
+)
+
+
+def settings(compare_baseline, study):
+    """The settings each seed runs: [(name, extra run_demo.py flags)]."""
+    if study:
+        # An explicit "off" for each, whatever the command line gave.
+        off = ["--diffaugment=", "--ada_target=0"]
+        return [(name, off + extra) for name, extra in STUDY]
+    runs = [("sagan", [])]
+    if compare_baseline:
+        runs.append(("baseline", ["--baseline"]))
+    return runs
+
+
+def machine():
+    """The CPU model, core count and TensorFlow version of this machine:
+    the bits of a run, and so its figures, depend on all three."""
+    import platform
+
+    import tensorflow as tf
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, TensorFlow {tf.__version__}"
 
 
 def seed_table(rows):
@@ -43,13 +83,15 @@ def seed_table(rows):
 
 def table_markdown(rows, stats):
     """The table of `run_seeds` as Markdown: one row per run, then mean ±
-    sample standard deviation [min, max] per network."""
-    head = "| network | seed | " + " | ".join(t for _, t in TABLE_FIGURES)
+    sample standard deviation [min, max] per setting."""
+    head = "| setting | seed | " + " | ".join(t for _, t in TABLE_FIGURES)
     lines = [head + " |", "|" + " --- |" * (2 + len(TABLE_FIGURES))]
 
     def fmt(key, value):
-        return (f"{100 * value:.1f} %" if key == "generated_accuracy"
-                else f"{value:.2f}")
+        if key == "generated_accuracy":
+            return f"{100 * value:.1f} %"
+        return f"{value:.3f}" if key in ("kid", "recall", "coverage") else (
+            f"{value:.2f}")
 
     for r in rows:
         lines.append(f"| {r['network']} | {r['seed']} | " + " | ".join(
@@ -72,32 +114,32 @@ def _forwarded_flags(flag_values):
         "attention_resolution", "generator_learning_rate",
         "discriminator_learning_rate", "eval_sample_size",
         "standing_stats_batches", "standing_stats_batch_size",
-        "classifier_epochs", "data_seed")]
+        "classifier_epochs", "data_seed", "subset", "diffaugment",
+        "ada_target")]
 
 
-def run_seeds(seeds, compare_baseline, out, flag_values, demo):
-    """The whole demo once per seed (and network), each in its own folder
+def run_seeds(seeds, runs, out, flag_values, demo):
+    """The whole demo once per seed and setting, each in its own folder
     and process; writes <out>/seeds.json and <out>/seeds.md.
 
     Args:
-        seeds: the seeds, as strings; compare_baseline: also run the
-            no-attention baseline; out: the output folder; flag_values: the
-            demo's parsed flags; demo: the run_demo module (its `_run`
-            and `_stage`).
+        seeds: the seeds, as strings; runs: the settings, from `settings`;
+            out: the output folder; flag_values: the demo's parsed flags;
+            demo: the run_demo module (its `_run` and `_stage`).
 
     Returns:
         The Markdown table.
     """
-    networks = ["sagan"] + (["baseline"] if compare_baseline else [])
     os.makedirs(out, exist_ok=True)
     rows, start = [], time.monotonic()
     for seed in seeds:
-        for network in networks:
+        for network, extra in runs:
             folder = os.path.join(out, f"seed_{seed}_{network}")
             demo._stage(f"seed {seed}, {network}")
+            # The setting's flags last: absl keeps the last value.
             demo._run(["demo/run_demo.py", f"--out_dir={folder}",
-                  f"--seed={seed}", f"--baseline={network == 'baseline'}"]
-                 + _forwarded_flags(flag_values))
+                       f"--seed={seed}"]
+                      + _forwarded_flags(flag_values) + extra)
             with open(os.path.join(folder, "summary.json")) as f:
                 summary = json.load(f)
             standing = summary["figures"]["standing_stats"]
@@ -114,11 +156,13 @@ def run_seeds(seeds, compare_baseline, out, flag_values, demo):
     wall = round(time.monotonic() - start, 1)
     command = "python demo/run_demo.py " + " ".join(
         [f"--seeds={','.join(seeds)}"]
-        + (["--compare_baseline"] if compare_baseline else [])
+        + (["--compare_baseline"] if flag_values.compare_baseline else [])
+        + (["--study"] if flag_values.study else [])
         + _forwarded_flags(flag_values))
+    where = machine()
     with open(os.path.join(out, "seeds.json"), "w") as f:
         json.dump({"rows": rows, "stats": stats, "wall_seconds": wall,
-                   "command": command,
+                   "command": command, "machine": where,
                    "date": time.strftime("%Y-%m-%d", time.gmtime())},
                   f, indent=2)
     with open(os.path.join(out, "seeds.md"), "w") as f:
@@ -126,7 +170,7 @@ def run_seeds(seeds, compare_baseline, out, flag_values, demo):
                 f"{flag_values.eval_sample_size} images, class accuracy "
                 f"over the {demo.NPZ_SAMPLES} samples of --mode sample; "
                 f"`{command}`; "
-                f"{wall / 60:.0f} min in all.\n\n"
+                f"{wall / 60:.0f} min in all on {where}.\n\n"
                 f"{table}")
     print("\n" + table + f"\n{len(rows)} runs in {wall / 60:.1f} min; "
           f"{os.path.join(out, 'seeds.md')}", flush=True)

@@ -73,12 +73,41 @@ def test_read_result_picks_the_matching_evaluation(tmp_path):
         run_demo.read_result(str(path), 2)
 
 
+def test_digit_subset_takes_n_per_class_the_same_for_a_seed(tmp_path):
+    digits = load_digits()
+    counts = {}
+    for seed, name in ((3, "a"), (3, "b"), (4, "c")):
+        folder = tmp_path / name
+        assert run_demo.write_digit_folders(str(folder), 5, seed) == 50
+        counts[name] = {d: sorted(os.listdir(folder / str(d)))
+                        for d in range(10)}
+    assert counts["a"] == counts["b"] != counts["c"]
+    for d, names in counts["a"].items():
+        assert len(names) == 5
+        # Each file is named by its index in the digits, of class d.
+        assert all(digits.target[int(n[:4])] == d for n in names)
+
+
+def test_settings_of_the_seed_runs():
+    assert seeds.settings(False, False) == [("sagan", [])]
+    assert [n for n, _ in seeds.settings(True, False)] == [
+        "sagan", "baseline"]
+    study = dict(seeds.settings(False, True))
+    assert list(study) == ["none", "diffaugment", "ada"]
+    # Each study setting switches off what the command line may have set,
+    # then turns on its own (absl keeps a flag's last value).
+    assert study["ada"] == ["--diffaugment=", "--ada_target=0",
+                            "--ada_target=0.6"]
+    assert study["none"] == ["--diffaugment=", "--ada_target=0"]
+
+
 def test_seed_table_gives_every_run_and_each_networks_mean_and_spread():
     import statistics
 
     rows = [
         {"network": n, "seed": s, "fid": f, "incscore": i,
-         "generated_accuracy": a}
+         "generated_accuracy": a, "kid": f / 100, "recall": a / 2,
+         "coverage": a / 5}
         for n, s, f, i, a in (
             ("sagan", 0, 4.0, 7.5, 0.96), ("sagan", 1, 6.0, 7.0, 0.77),
             ("sagan", 2, 5.0, 7.2, 0.99), ("baseline", 0, 9.0, 6.0, 0.81),
@@ -94,6 +123,9 @@ def test_seed_table_gives_every_run_and_each_networks_mean_and_spread():
     table = seeds.table_markdown(rows, stats)
     lines = table.strip().splitlines()
     assert len(lines) == 2 + 4 + 2
-    assert lines[3] == "| sagan | 1 | 6.00 | 7.00 | 77.0 % |"
+    assert lines[0] == ("| setting | seed | FID | IS | KID | recall | "
+                        "coverage | class accuracy |")
+    assert lines[3] == ("| sagan | 1 | 6.00 | 7.00 | 0.060 | 0.385 | "
+                        "0.154 | 77.0 % |")
     assert lines[6].startswith("| **sagan** | mean ± sd [min, max] | 5.00 ± "
                                "1.00 [4.00, 6.00] |")
