@@ -11,7 +11,9 @@ replica, full width; with more than one GPU visible, once more on all GPUs
 `deterministic` training row when TrainConfig has that field; and the
 input pipeline's images/s from released records (bench/read_throughput.py).
 With --quick on a machine without GPUs, "all GPUs" mirrors over two logical
-CPU devices, so that every row runs and can be checked on any machine.
+CPU devices, so that every row runs and can be checked on any machine, and
+XLA compiles without LLVM's optimizations (unless XLA_FLAGS is set): a
+smoke run's figures say that a row runs, not how fast.
 
 `--budget_s` is split across the settings still to run; a setting that
 would overrun is reported as skipped with the reason, and a setting that
@@ -50,7 +52,8 @@ _BUDGET = flags.DEFINE_float(
 _QUICK_BUDGET_S = 240.0
 _QUICK = flags.DEFINE_bool(
     "quick", False,
-    "Same sweep at a tiny size (32x32, batch 4, widths 8), for CPU-only CI.")
+    "Same sweep at a tiny size (32x32, batch 4, widths 8), XLA at "
+    "--xla_backend_optimization_level=0, for CPU-only CI.")
 _OUTPUT = flags.DEFINE_string(
     "output", "", "Append every row here as a JSON line; empty = none.")
 # Internal: the suite runs each setting in a fresh process (settings leave
@@ -220,7 +223,15 @@ def _spawn(settings, seconds, timeout, counted_path):
             f"--quick={_QUICK.value}"]
         missing = None
         try:
-            code = subprocess.run(command, timeout=timeout).returncode
+            env = None
+            if _QUICK.value and "XLA_FLAGS" not in os.environ:
+                # A smoke run checks that each row runs, not its speed:
+                # XLA without LLVM's optimizations compiles in half the
+                # time on a CPU.
+                env = dict(os.environ,
+                           XLA_FLAGS="--xla_backend_optimization_level=0")
+            code = subprocess.run(command, timeout=timeout,
+                                  env=env).returncode
             missing = dict(status="failed", reason=(
                 f"its process exited with code {code} (see its output "
                 "above)"))

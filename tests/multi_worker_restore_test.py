@@ -237,7 +237,9 @@ def test_a_worker_that_cannot_read_the_choice_stops_them_all(
         assert _md5(os.path.join(run_dir, name)) == digest, name
 
 
-@pytest.mark.parametrize("killed", [1, 0], ids=["worker", "chief"])
+# The chief killed: a worker killed stops the chief the same way, through
+# the same collective (kept out of `make test` for its time).
+@pytest.mark.parametrize("killed", [0], ids=["chief"])
 def test_a_worker_killed_during_the_restore_stops_the_other(
     records, run_with_damaged_newest, killed
 ):

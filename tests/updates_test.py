@@ -213,7 +213,9 @@ def _check_adam_first_step(t, optimizer, variables, before, grads):
     return checked_tables
 
 
-@pytest.mark.parametrize("replicas", [1, 2])
+# One replica: mixed_precision_test's float32 run checks the same Adam
+# step on duplicate table rows.
+@pytest.mark.parametrize("replicas", [2])
 def test_adam_sees_duplicate_summed_table_gradients(
     replicas, two_cpu_strategy, monkeypatch
 ):
