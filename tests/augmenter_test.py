@@ -197,27 +197,33 @@ def _ada(prefix, name):
 
 
 def test_ada_run_resumes_as_the_straight_run(records, tmp_path, capsys):
-    # A fast D (learning rate 0.02) pushes r_t over the target within
-    # 8 steps on 6 images, so p moves; 16 real images per interval move it
-    # by 16 / 64 = 0.25.
-    ada_flags = ["--ada_target=0.6", "--ada_speed_images=64",
+    # A fast D (learning rate 0.02) and a low target: r_t passes it within
+    # a few intervals on 6 images (at step 12 here), so p moves; 16 real
+    # images per interval move it by 16 / 64 = 0.25.
+    ada_flags = ["--ada_target=0.05", "--ada_speed_images=64",
                  "--discriminator_learning_rate=0.02",
+                 "--keep_checkpoints=10",
                  f"--data_dir={records}"]
     straight = str(tmp_path / "straight")
-    code, out = _main(capsys, *ada_flags, "--max_steps=12",
+    code, out = _main(capsys, *ada_flags, "--max_steps=16",
                       f"--checkpoint_dir={straight}")
     assert code == 0, out
     assert "ada p " in out, out
     run_dir = os.path.join(straight, f"imagenet_{BATCH}")
     p = 0.0
-    for step in (4, 8, 12):
+    for step in (4, 8, 12, 16):
         prefix = os.path.join(run_dir, f"ckpt-{step}")
         rt = _ada(prefix, "rt")
-        p = min(max(p + np.sign(rt - 0.6) * 0.25, 0.0), 1.0)
+        p = min(max(p + np.sign(rt - 0.05) * 0.25, 0.0), 1.0)
         assert _ada(prefix, "p") == pytest.approx(p), (step, rt)
-    # Mid-interval checkpoints hold the p of the last adjustment.
-    assert _ada(os.path.join(run_dir, "ckpt-10"), "p") == _ada(
-        os.path.join(run_dir, "ckpt-8"), "p") > 0.0
+    # Mid-interval checkpoints hold the p of the last adjustment; resume
+    # from the first one with p > 0.
+    mid = {s: _ada(os.path.join(run_dir, f"ckpt-{s}"), "p")
+           for s in (6, 10, 14)}
+    for s, p in mid.items():
+        assert p == _ada(os.path.join(run_dir, f"ckpt-{s - 2}"), "p")
+    start = min([s for s, p in mid.items() if p > 0.0], default=None)
+    assert start, mid
     events = tf.io.gfile.glob(os.path.join(run_dir, "events.out.*"))
     tags = {v.tag for e in events
             for ev in tf.compat.v1.train.summary_iterator(e)
@@ -228,17 +234,19 @@ def test_ada_run_resumes_as_the_straight_run(records, tmp_path, capsys):
     shutil.copytree(straight, resumed)
     resumed_run = os.path.join(resumed, f"imagenet_{BATCH}")
     for name in os.listdir(resumed_run):
-        if name.startswith("ckpt-12"):
+        if name.startswith("ckpt-") and int(
+                name.split(".")[0][5:]) > start:
             os.remove(os.path.join(resumed_run, name))
     with open(os.path.join(resumed_run, "checkpoint"), "w") as f:
-        f.write('model_checkpoint_path: "ckpt-10"\n')
+        f.write(f'model_checkpoint_path: "ckpt-{start}"\n')
     # Resumed mid-interval (2 of 4 D updates, p > 0): the sums, p and the
     # augmentation draws come back too.
-    code, out = _main(capsys, *ada_flags, "--max_steps=12",
+    code, out = _main(capsys, *ada_flags, "--max_steps=16",
                       f"--checkpoint_dir={resumed}")
     assert code == 0, out
-    assert "resuming at global step 10" in out, out
-    _assert_same_checkpoints(run_dir, resumed_run, (12,))
+    assert f"resuming at global step {start}" in out, out
+    _assert_same_checkpoints(
+        run_dir, resumed_run, tuple(range(start + 2, 17, 2)))
 
 
 def test_diffaugment_cli_run_and_bad_policy(records, tmp_path, capsys):
