@@ -36,21 +36,19 @@ def settings(compare_baseline, study):
 
 def machine():
     """The CPU model, core count and TensorFlow version of this machine:
-    the bits of a run, and so its figures, depend on all three."""
-    import platform
+    the bits of a run, and so its figures, depend on all three. Named as
+    the benchmark rows name it (bench/throughput.py)."""
+    import sys
 
     import tensorflow as tf
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, TensorFlow {tf.__version__}"
+    bench = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import throughput
+
+    return f"{throughput._device_name(False)}, TensorFlow {tf.__version__}"
 
 
 def seed_table(rows):
