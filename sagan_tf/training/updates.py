@@ -318,13 +318,18 @@ class GANTrainer:
             if self.ema_generator is not None:
                 self.update_ema()
         signs = 0.0
-        for _ in range(self.config.d_step):
+        ada = self.augmenter.ada is not None
+        for i in range(self.config.d_step):
             images, labels = next(iterator)
             metrics, real, fake = s.run(
                 self._d_update_random, args=(images, labels)
             )
-            metrics = s.reduce(tf.distribute.ReduceOp.SUM, metrics, axis=None)
-            if self.augmenter.ada is not None:
+            # Only the last D update's metrics are logged; ADA needs every
+            # update's sign share.
+            if ada or i == self.config.d_step - 1:
+                metrics = s.reduce(
+                    tf.distribute.ReduceOp.SUM, metrics, axis=None)
+            if ada:
                 signs += metrics[-1]
         self.augmenter.observe(signs, self.config.d_step,
                                self.global_batch_size)
