@@ -144,15 +144,20 @@ def _tolerances(t, model, optimizer, learning_rate, scale=1.0):
     A weight whose true gradient is zero (a conv bias right before batch
     norm) gets float32 round-off as its gradient, and Adam's first step
     scales any nonzero gradient to about +-lr; such elements may differ by up
-    to 2 lr between layouts. Every other element must agree to 1e-6.
+    to 2 lr between layouts. "Round-off" is any gradient within the slot
+    check's tolerance of zero (1e-5 of the largest gradient, see the test):
+    layouts may disagree on its sign. Every other element must agree to
+    1e-6.
     """
-    momentum = {id(v): m for v, m in zip(
+    momentum = {id(v): np.abs(m.numpy()) for v, m in zip(
         model.trainable_variables, optimizer._momentums)}
+    noise = max(1e-6, 1e-5 * max(m.max() for m in momentum.values()))
     out = []
     for w in model.weights:
         if id(w) in momentum:
-            grad = np.abs(momentum[id(w)].numpy())
-            out.append(np.where(grad < 1e-6, 2.5 * learning_rate, 1e-6) * scale)
+            grad = momentum[id(w)]
+            out.append(
+                np.where(grad < noise, 2.5 * learning_rate, 1e-6) * scale)
         else:
             out.append(np.full(w.shape, 1e-6))
     return out
