@@ -5,8 +5,6 @@ input), records in the released format, and a checkpoint of a tiny G laid
 out as training writes it.
 """
 
-import dataclasses
-import json
 import os
 
 import numpy as np
@@ -14,6 +12,7 @@ import tensorflow as tf
 
 from sagan_tf import config as config_lib
 from sagan_tf import models
+from sagan_tf.training import checkpoints
 
 FEATURE_DIM = 16
 NUM_LOGITS = 12
@@ -107,8 +106,9 @@ def write_checkpoint(run_dir, model_config, step, ema=False, seed=0):
     )
     manager.save(checkpoint_number=step)
     train_config = config_lib.TrainConfig(model=model_config)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(train_config), f)
+    # As training writes it, atomically: an evaluator polling beside a
+    # test that writes checkpoints must never read half a file.
+    checkpoints.write_config(run_dir, train_config)
     return generator
 
 
@@ -135,8 +135,9 @@ def write_training_checkpoint(run_dir, model_config, step, seed=0):
     )
     prefix = manager.save(checkpoint_number=step)
     train_config = config_lib.TrainConfig(model=model_config)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(train_config), f)
+    # As training writes it, atomically: an evaluator polling beside a
+    # test that writes checkpoints must never read half a file.
+    checkpoints.write_config(run_dir, train_config)
     return generator, prefix
 
 
