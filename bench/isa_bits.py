@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STEPS = flags.DEFINE_integer("steps", 4, "Training steps of each run.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Side of the images.")
 _WIDTH = flags.DEFINE_integer("width", 8, "gf_dim = df_dim of the model.")
+_BATCH_SIZE = 8
 
 # (name, environment on top of the caller's). The first is the reference.
 VARIANTS = (
@@ -51,7 +52,7 @@ def _train(data_dir, run_dir, env):
         f"--image_size={_IMAGE_SIZE.value}", f"--gf_dim={_WIDTH.value}",
         f"--df_dim={_WIDTH.value}", "--number_classes=10",
         f"--attention_resolution={_IMAGE_SIZE.value // 2}",
-        "--batch_size=8", f"--max_steps={_STEPS.value}",
+        f"--batch_size={_BATCH_SIZE}", f"--max_steps={_STEPS.value}",
         "--save_checkpoint_steps=1000000", "--seed=1", "--deterministic",
         "--shuffle_buffer_size=64",
     ]
@@ -65,7 +66,8 @@ def _tensors(run_dir):
     import tensorflow as tf
 
     # The released layout: <checkpoint_dir>/imagenet_<batch_size>.
-    reader = tf.train.load_checkpoint(os.path.join(run_dir, "imagenet_8"))
+    reader = tf.train.load_checkpoint(
+        os.path.join(run_dir, f"imagenet_{_BATCH_SIZE}"))
     return {key: reader.get_tensor(key)
             for key in reader.get_variable_to_shape_map()
             if "save_counter" not in key}
@@ -112,7 +114,8 @@ def main(argv):
                              f"{differ} of {total} tensors differ "
                              f"(up to {largest:.2e})"))
         print(f"\n{_STEPS.value} steps, {_IMAGE_SIZE.value}x"
-              f"{_IMAGE_SIZE.value}, gf = df = {_WIDTH.value}, batch 8, "
+              f"{_IMAGE_SIZE.value}, gf = df = {_WIDTH.value}, "
+              f"batch {_BATCH_SIZE}, "
               "--seed 1 --deterministic; final checkpoint against the "
               "reference:\n")
         print("| TF_ENABLE_ONEDNN_OPTS | variant | checkpoint |")
